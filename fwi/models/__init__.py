@@ -1,0 +1,1 @@
+"""Networks: attention blocks, the configurable attention U-Net, the mix-attention decoder, InversionNet."""

@@ -1,0 +1,203 @@
+"""Acquisition geometry (`Survey`): grid, time axis, wavelet, sources, receivers, absorbing boundary.
+
+The default is the OpenFWI geometry (Deng et al., 2022): a 70 x 70 grid with 10 m cells, 5 sources evenly spread
+along the surface, 70 receivers (one per surface cell), 1000 samples of 1 ms, a 15 Hz Ricker wavelet and
+sources/receivers at 10 m depth.
+
+Time stepping: deepwave resamples internally when ``dt`` exceeds the CFL limit of the grid for
+``max_velocity`` (it propagates with ``dt / step_ratio`` and returns the data at ``dt``). ``max_velocity`` is passed
+to deepwave as a constant, so the internal step and the PML do not change from model to model; a velocity above it
+is rejected. With ``strict_cfl=True`` a ``dt`` above the CFL limit is an error that names the largest stable dt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import deepwave.discretisation as dwd
+import numpy as np
+import torch
+
+from fwi.physics.wavelet import ricker
+
+#: Minimum grid points per minimum wavelength below which we warn (numerical dispersion).
+MIN_POINTS_PER_WAVELENGTH = 5.0
+
+
+class SurveyError(ValueError):
+    """Invalid acquisition geometry or a velocity model the survey cannot propagate."""
+
+
+@dataclass(frozen=True)
+class Survey:
+    """2D surface acquisition on a regular grid. Positions are in metres from the grid's top-left corner."""
+
+    nz: int = 70
+    nx: int = 70
+    dx: float = 10.0
+    nt: int = 1000
+    dt: float = 0.001
+    freq: float = 15.0
+    n_sources: int = 5
+    n_receivers: int = 70
+    source_depth: float = 10.0
+    receiver_depth: float = 10.0
+    source_x: tuple[float, ...] | None = None  # default: evenly spread over the full width
+    receiver_x: tuple[float, ...] | None = None  # default: evenly spread over the full width
+    peak_time: float | None = None  # default 1.5 / freq
+    pml_width: int = 20
+    accuracy: int = 4
+    max_velocity: float = 5000.0
+    strict_cfl: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.source_x is not None:
+            object.__setattr__(self, "source_x", tuple(float(v) for v in self.source_x))
+            object.__setattr__(self, "n_sources", len(self.source_x))
+        if self.receiver_x is not None:
+            object.__setattr__(self, "receiver_x", tuple(float(v) for v in self.receiver_x))
+            object.__setattr__(self, "n_receivers", len(self.receiver_x))
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise `SurveyError` for an impossible geometry."""
+        for name in ("nz", "nx", "nt", "n_sources", "n_receivers"):
+            if getattr(self, name) < 1:
+                raise SurveyError(f"survey.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dx", "dt", "freq", "max_velocity"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SurveyError(f"survey.{name} must be a positive number, got {value}")
+        if self.accuracy not in (2, 4, 6, 8):
+            raise SurveyError(f"survey.accuracy must be one of 2, 4, 6, 8, got {self.accuracy}")
+        if self.pml_width < 0:
+            raise SurveyError(f"survey.pml_width must be >= 0, got {self.pml_width}")
+        width, depth = (self.nx - 1) * self.dx, (self.nz - 1) * self.dx
+        for kind, xs, z in (("source", self._xs("source"), self.source_depth),
+                            ("receiver", self._xs("receiver"), self.receiver_depth)):
+            if not 0 <= z <= depth:
+                raise SurveyError(f"{kind} depth {z} m is outside the grid (0 .. {depth} m)")
+            bad = [x for x in xs if not -1e-6 <= x <= width + 1e-6]
+            if bad:
+                raise SurveyError(f"{kind} positions {bad[:5]} m are outside the grid (0 .. {width} m)")
+            cells = np.round(np.asarray(xs) / self.dx).astype(int)
+            if len(set(cells.tolist())) != len(cells):
+                raise SurveyError(f"two {kind}s fall in the same grid cell; use fewer {kind}s or a finer grid")
+        if self.strict_cfl and self.dt > self.max_stable_dt():
+            raise SurveyError(
+                f"dt = {self.dt:g} s is unstable for max_velocity {self.max_velocity:g} m/s on a {self.dx:g} m grid; "
+                f"the largest stable dt is {self.max_stable_dt():.6g} s (or set strict_cfl=False to let deepwave "
+                "sub-step internally)")
+
+    def _xs(self, kind: str) -> tuple[float, ...]:
+        given = self.source_x if kind == "source" else self.receiver_x
+        if given is not None:
+            return given
+        n = self.n_sources if kind == "source" else self.n_receivers
+        width = (self.nx - 1) * self.dx
+        return tuple(np.round(np.linspace(0, width / self.dx, n)).astype(float) * self.dx)
+
+    def max_stable_dt(self) -> float:
+        """Largest time step that deepwave's CFL condition accepts for ``max_velocity`` on this grid (s)."""
+        return dwd.DEFAULT_COURANT_NUMBER * self.dx / (self.max_velocity * math.sqrt(2.0))
+
+    def step_ratio(self) -> int:
+        """How many internal deepwave steps one ``dt`` takes (1 when ``dt`` is CFL-stable)."""
+        return dwd.cfl_condition_n([self.dx, self.dx], self.dt, self.max_velocity)[1]
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.nz, self.nx)
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        """Shape of one sample's gathers: (S, T, R)."""
+        return (self.n_sources, self.nt, self.n_receivers)
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.arange(self.nt) * self.dt
+
+    def source_positions(self) -> np.ndarray:
+        """(S, 2) source positions (z, x) in metres."""
+        xs = np.asarray(self._xs("source"))
+        return np.stack([np.full_like(xs, self.source_depth), xs], axis=1)
+
+    def receiver_positions(self) -> np.ndarray:
+        """(R, 2) receiver positions (z, x) in metres."""
+        xs = np.asarray(self._xs("receiver"))
+        return np.stack([np.full_like(xs, self.receiver_depth), xs], axis=1)
+
+    def source_cells(self) -> torch.Tensor:
+        """(S, 1, 2) long grid indices (z, x) of each shot's single source, as deepwave expects."""
+        return torch.from_numpy(np.round(self.source_positions() / self.dx).astype(np.int64))[:, None, :]
+
+    def receiver_cells(self) -> torch.Tensor:
+        """(S, R, 2) long grid indices (z, x) of the receivers, the same spread for every shot."""
+        cells = torch.from_numpy(np.round(self.receiver_positions() / self.dx).astype(np.int64))
+        return cells[None].expand(self.n_sources, -1, -1).contiguous()
+
+    def wavelet(self) -> torch.Tensor:
+        """(nt,) Ricker source time function."""
+        return ricker(self.freq, self.nt, self.dt, self.peak_time)
+
+    # ------------------------------------------------------------------ velocity checks
+    def check_velocity(self, velocity: torch.Tensor | np.ndarray) -> None:
+        """Raise `SurveyError` for a velocity (..., nz, nx) in m/s that cannot be propagated; warn on coarse sampling."""
+        v = torch.as_tensor(velocity)
+        if v.ndim < 2 or tuple(v.shape[-2:]) != self.shape:
+            raise SurveyError(f"velocity must have shape (..., {self.nz}, {self.nx}) for this survey, got {tuple(v.shape)}")
+        if not torch.isfinite(v).all():
+            raise SurveyError("velocity contains NaN or inf values")
+        vmin, vmax = float(v.min()), float(v.max())
+        if vmin <= 0:
+            raise SurveyError(f"velocity must be positive everywhere, found a minimum of {vmin:g} m/s")
+        if vmax > self.max_velocity:
+            raise SurveyError(
+                f"velocity reaches {vmax:g} m/s, above the survey's max_velocity {self.max_velocity:g} m/s that sets "
+                "the stable time step; raise survey.max_velocity")
+        ppw = self.points_per_wavelength(vmin)
+        if ppw < MIN_POINTS_PER_WAVELENGTH:
+            warnings.warn(
+                f"only {ppw:.1f} grid points per minimum wavelength (vmin {vmin:g} m/s, fmax ~{self.max_frequency:g} Hz, "
+                f"dx {self.dx:g} m); at least {MIN_POINTS_PER_WAVELENGTH:g} avoid strong numerical dispersion",
+                stacklevel=2)
+
+    @property
+    def max_frequency(self) -> float:
+        """Practical upper frequency of the Ricker wavelet (about 2.5 x its centre frequency)."""
+        return 2.5 * self.freq
+
+    def points_per_wavelength(self, vmin: float) -> float:
+        return vmin / self.max_frequency / self.dx
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("source_x", "receiver_x"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Survey":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise SurveyError(f"unknown survey keys {sorted(unknown)}; valid keys: {sorted(names)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Survey":
+        return cls.from_dict(json.loads(text))
