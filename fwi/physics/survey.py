@@ -173,8 +173,8 @@ class Survey:
 
     @property
     def max_frequency(self) -> float:
-        """Practical upper frequency of the Ricker wavelet (about 2.5 x its centre frequency)."""
-        return 2.5 * self.freq
+        """Practical upper frequency of the Ricker wavelet: 2 x its centre frequency (spectrum down to ~20% of its peak)."""
+        return 2.0 * self.freq
 
     def points_per_wavelength(self, vmin: float) -> float:
         return vmin / self.max_frequency / self.dx

@@ -1,0 +1,1 @@
+"""Synthetic salt geology, dataset generation, the HDF5 dataset layout, normalisation and loaders."""
