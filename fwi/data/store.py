@@ -197,7 +197,7 @@ def read_info(path: str | os.PathLike) -> DatasetInfo:
         raise
     except (OSError, KeyError, ValueError) as exc:
         raise DatasetError(f"{path} is corrupt or truncated and cannot be read ({exc})") from None
-    return DatasetInfo(path, survey, sizes, json.loads(attrs["normalisation"]), attrs)
+    return DatasetInfo(path, survey, sizes, dict(attrs["normalisation"]), attrs)
 
 
 def _decode(value: Any) -> Any:

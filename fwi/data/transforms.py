@@ -64,3 +64,34 @@ class Normalizer:
 
     def gathers_inverse(self, x: Array) -> Array:
         return signed_expm1((x + 1) / 2 * (self.g_max - self.g_min) + self.g_min)
+
+
+def decimate_time(x: Array, factor: int, axis: int = -2) -> Array:
+    """Anti-aliased decimation along ``axis`` (default the T axis of (..., T, R) gathers).
+
+    The signal is low-passed by zeroing FFT bins above 0.8 x the new Nyquist frequency, then every ``factor``-th
+    sample is kept. The same function is applied to observed and modelled gathers, so they stay comparable.
+    """
+    if factor == 1:
+        return x
+    if factor < 1:
+        raise ValueError(f"time decimation factor must be >= 1, got {factor}")
+    is_numpy = not isinstance(x, torch.Tensor)
+    t = torch.as_tensor(x)
+    t = t.movedim(axis, -1)
+    n = t.shape[-1]
+    spectrum = torch.fft.rfft(t, dim=-1)
+    keep = int(0.8 * (n // factor) / 2) + 1
+    spectrum[..., keep:] = 0
+    t = torch.fft.irfft(spectrum, n=n, dim=-1)[..., ::factor].movedim(-1, axis)
+    return t.numpy() if is_numpy else t
+
+
+def mirror_sample(gathers: Array, velocity: Array, *extra: Array) -> tuple:
+    """Left-right mirror of one sample: gathers (S, T, R) reverse shots and receivers; grids (..., nz, nx) flip x.
+
+    For a survey symmetric about the model's centre this is an exact symmetry of the wave equation.
+    """
+    def flip(a, dims):
+        return torch.flip(a, dims) if isinstance(a, torch.Tensor) else np.ascontiguousarray(np.flip(a, dims))
+    return (flip(gathers, (-3, -1)), flip(velocity, (-1,)), *(flip(e, (-1,)) for e in extra))

@@ -1,0 +1,25 @@
+"""Shared CLI plumbing: expected errors become one readable line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+#: Errors a user can cause with their input; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileExistsError, FileNotFoundError, RuntimeError, OSError)
+
+
+def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wrap a CLI ``main`` so user errors print ``error: <message>`` and exit 2; Ctrl-C exits 130."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except USER_ERRORS as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return wrapped

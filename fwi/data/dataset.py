@@ -1,0 +1,157 @@
+"""Torch datasets over the HDF5 layout (`fwi.data.store`) and over OpenFWI's ``.npy`` pairs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fwi.data.store import DatasetError, read_info
+from fwi.data.transforms import Normalizer, decimate_time, mirror_sample
+from fwi.physics import Survey
+
+#: Velocity above which a cell counts as salt when a dataset has no masks of its own (m/s).
+SALT_THRESHOLD = 4400.0
+
+
+class SampleTransform:
+    """Normalise, decimate and (optionally) mirror one sample; shared by both datasets.
+
+    Mirroring is exact for a symmetric survey and accepted for one off by at most one cell (OpenFWI's geometry).
+    """
+
+    def __init__(self, normalizer: Normalizer | None, survey: Survey, time_decimation: int = 1,
+                 mirror: bool = False) -> None:
+        if mirror and survey.mirror_mismatch() > 1:
+            raise ValueError("mirroring needs a survey (nearly) symmetric about the model's centre; this one is off "
+                             f"by {survey.mirror_mismatch()} cells, so disable mirroring")
+        self.normalizer, self.time_decimation, self.mirror = normalizer, time_decimation, mirror
+
+    def __call__(self, gathers: np.ndarray, velocity: np.ndarray, mask: np.ndarray, index: int) -> dict:
+        g = torch.from_numpy(np.asarray(gathers, dtype=np.float32))
+        v = torch.from_numpy(np.asarray(velocity, dtype=np.float32))
+        m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        if self.mirror and torch.rand(()) < 0.5:
+            g, v, m = mirror_sample(g, v, m)
+        if self.time_decimation > 1:
+            g = decimate_time(g, self.time_decimation)
+        if self.normalizer is not None:
+            g, v = self.normalizer.gathers(g), self.normalizer.velocity(v)
+        return {"gathers": g.contiguous(), "velocity": v.contiguous(), "salt_mask": m.contiguous(), "index": index}
+
+
+class FWIDataset(Dataset):
+    """One split of an fwi HDF5 dataset.
+
+    Each item is a dict: gathers (S, T / time_decimation, R), velocity (1, nz, nx), salt_mask (1, nz, nx) float,
+    index. With ``normalize`` (default) gathers and velocity are in [-1, 1] (OpenFWI normalisation, bounds from the
+    file's train split); ``mirror`` flips half of the samples left-right (augmentation). The file is opened lazily in
+    each process, so the dataset works with ``DataLoader(num_workers > 0)``.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str = "train", *, normalize: bool = True,
+                 time_decimation: int = 1, mirror: bool = False, normalizer: Normalizer | None = None) -> None:
+        self.info = read_info(path)
+        if split not in self.info.sizes:
+            raise DatasetError(f"{path} has no {split!r} split (it has {', '.join(self.info.sizes) or 'none'})")
+        self.path, self.split = Path(path), split
+        self.survey = self.info.survey
+        self.normalizer = normalizer or Normalizer.from_dict(self.info.normalisation)
+        self.transform = SampleTransform(self.normalizer if normalize else None, self.survey, time_decimation,
+                                         mirror)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return self.info.sizes[self.split]
+
+    def _group(self) -> h5py.Group:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file[self.split]
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        g = self._group()
+        try:
+            gathers, velocity, mask = g["gathers"][index], g["velocity"][index], g["salt_mask"][index]
+        except OSError as exc:
+            raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
+        return self.transform(gathers, velocity, mask, index)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None  # h5py handles do not pickle; reopened in the worker
+        return state
+
+
+class OpenFWIDataset(Dataset):
+    """OpenFWI ``.npy`` pairs (Deng et al., 2022): data (N, 5, 1000, 70) and model (N, 1, 70, 70), memory-mapped.
+
+    ``pairs`` lists (data_file, model_file). The salt mask is ``velocity >= salt_threshold``. Without a
+    ``normalizer`` the bounds are estimated from the first pair (velocity and signed-log gathers min/max).
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], *, survey: Survey | None = None,
+                 normalizer: Normalizer | None = None, normalize: bool = True, time_decimation: int = 1,
+                 mirror: bool = False, salt_threshold: float = SALT_THRESHOLD) -> None:
+        if not pairs:
+            raise ValueError("OpenFWIDataset needs at least one (data, model) pair of .npy files")
+        self.data, self.models = [], []
+        for data_file, model_file in pairs:
+            data, model = _load_npy(data_file), _load_npy(model_file)
+            if data.ndim != 4 or model.ndim != 4 or model.shape[1] != 1:
+                raise DatasetError(f"{data_file} / {model_file}: expected data (N, S, T, R) and model (N, 1, nz, nx), "
+                                   f"got {data.shape} and {model.shape}")
+            if len(data) != len(model):
+                raise DatasetError(f"{data_file} has {len(data)} samples but {model_file} has {len(model)}")
+            self.data.append(data)
+            self.models.append(model)
+        shapes = {(d.shape[1:], m.shape[1:]) for d, m in zip(self.data, self.models)}
+        if len(shapes) > 1:
+            raise DatasetError(f"the OpenFWI files do not share one geometry: {sorted(shapes)}")
+        s, t, r = self.data[0].shape[1:]
+        nz, nx = self.models[0].shape[2:]
+        self.survey = survey or Survey(nz=nz, nx=nx, nt=t, n_sources=s, n_receivers=r)
+        if self.survey.data_shape != (s, t, r) or self.survey.shape != (nz, nx):
+            raise DatasetError(f"survey {self.survey.data_shape}/{self.survey.shape} does not match the files "
+                               f"{(s, t, r)}/{(nz, nx)}")
+        self.offsets = np.cumsum([0] + [len(d) for d in self.data])
+        self.salt_threshold = salt_threshold
+        self.normalizer = normalizer or self.estimate_normalizer(self.data[0], self.models[0])
+        self.transform = SampleTransform(self.normalizer if normalize else None, self.survey, time_decimation,
+                                         mirror)
+
+    @staticmethod
+    def estimate_normalizer(data: np.ndarray, model: np.ndarray, max_samples: int = 500) -> Normalizer:
+        d, m = np.asarray(data[:max_samples]), np.asarray(model[:max_samples])
+        logd = np.sign(d) * np.log1p(np.abs(d))
+        return Normalizer(float(m.min()), float(m.max()), float(logd.min()), float(logd.max()))
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        f = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        i = index - self.offsets[f]
+        velocity = np.asarray(self.models[f][i], dtype=np.float32)
+        mask = (velocity >= self.salt_threshold).astype(np.float32)
+        return self.transform(self.data[f][i], velocity, mask, index)
+
+
+def _load_npy(path: str | os.PathLike) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"{path} is not a readable .npy file ({exc})") from None

@@ -1,0 +1,262 @@
+"""Generate a dataset of salt velocity models and their shot gathers into one HDF5 file.
+
+    python -m fwi.data.generate --preset salt70 --out data/salt70.h5 [--workers 2] [--seed 0]
+    python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --resume        # after an interruption
+    python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --shard 0/4     # on 4 machines ...
+    python -m fwi.data.generate merge --out data/salt70.h5 [--parts DIR ...]        # ... then merge
+
+Work is cut into parts of a few samples. Each part is modelled and written to ``<out>.parts/`` atomically (temp
+file + rename), so a killed run leaves only complete parts and ``--resume`` picks up the rest. When every part
+exists they are merged into ``<out>`` (again atomically) and the parts are removed. Sample ``i`` of a split is
+drawn from the seed sequence (seed, split, i): the dataset does not depend on workers, shards or interruptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fwi.cli import friendly_errors
+from fwi.data.geology import GeologyConfig, generate_model
+from fwi.data.presets import PRESETS, Preset, get_preset
+from fwi.data.store import ARRAYS, SPLITS, DatasetError, atomic_replace, tmp_path_for, write_dataset
+from fwi.physics import Survey, forward_model
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Part:
+    """A block of consecutive samples of one split: the unit of work, of resumption and of sharding."""
+
+    split: str
+    start: int
+    count: int
+
+    @property
+    def filename(self) -> str:
+        return f"{self.split}-{self.start:07d}-{self.count:05d}.h5"
+
+
+def plan_parts(sizes: dict[str, int], per_part: int) -> list[Part]:
+    return [Part(split, start, min(per_part, sizes[split] - start))
+            for split in SPLITS if split in sizes for start in range(0, sizes[split], per_part)]
+
+
+def sample_models(split: str, indices: range, seed: int, survey: Survey,
+                  geology: GeologyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Velocity (n, nz, nx) float32 and salt masks (n, nz, nx) uint8 for the given sample indices."""
+    pairs = [generate_model(np.random.SeedSequence([seed, SPLIT_CODES[split], i]), survey.nz, survey.nx, geology)
+             for i in indices]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def model_part(part: Part, seed: int, survey: Survey, geology: GeologyConfig) -> dict[str, np.ndarray]:
+    """Generate and forward-model one part: velocity (n,1,nz,nx), salt_mask (n,1,nz,nx), gathers (n,S,T,R)."""
+    velocity, mask = sample_models(part.split, range(part.start, part.start + part.count), seed, survey, geology)
+    with torch.no_grad():
+        gathers = forward_model(torch.from_numpy(velocity), survey).numpy()
+    return {"velocity": velocity[:, None], "salt_mask": mask[:, None], "gathers": gathers}
+
+
+def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray]) -> None:
+    final = parts_dir / part.filename
+    tmp = tmp_path_for(final)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, dtype in ARRAYS.items():
+                f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
+        atomic_replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_part(parts_dir: Path, part: Part) -> dict[str, np.ndarray]:
+    with h5py.File(parts_dir / part.filename, "r") as f:
+        return {key: f[key][()] for key in ARRAYS}
+
+
+def part_is_complete(parts_dir: Path, part: Part) -> bool:
+    """A part counts when its file opens and holds the expected number of samples (atomic renames make this so)."""
+    path = parts_dir / part.filename
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return all(f[key].shape[0] == part.count for key in ARRAYS)
+    except (OSError, KeyError):
+        path.unlink()  # unreadable: redo it
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- workers
+_WORKER: dict = {}
+
+
+def _init_worker(parts_dir: str, seed: int, survey_json: str, geology: dict, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(parts_dir=Path(parts_dir), seed=seed, survey=Survey.from_json(survey_json),
+                   geology=GeologyConfig.from_dict(geology))
+
+
+def _run_part(part: Part) -> Part:
+    w = _WORKER
+    write_part(w["parts_dir"], part, model_part(part, w["seed"], w["survey"], w["geology"]))
+    return part
+
+
+def manifest_for(preset_name: str, preset: Preset, seed: int, sizes: dict[str, int]) -> dict:
+    return {"preset": preset_name, "seed": seed, "sizes": sizes, "samples_per_part": preset.samples_per_part,
+            "survey": preset.survey.to_dict(), "geology": preset.geology.to_dict()}
+
+
+def prepare_parts_dir(parts_dir: Path, manifest: dict, resume: bool) -> None:
+    path = parts_dir / MANIFEST
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing != manifest:
+            raise DatasetError(f"{parts_dir} holds parts of a generation with other settings; "
+                               "use the same preset/seed/sizes, or --overwrite to start again")
+        if not resume:
+            raise FileExistsError(f"an interrupted generation exists in {parts_dir}; pass --resume to continue it "
+                                  "or --overwrite to start again")
+        return
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path)
+    tmp.write_text(json.dumps(manifest, indent=1))
+    atomic_replace(tmp, path)
+
+
+def generate_parts(parts_dir: Path, manifest: dict, parts: list[Part], workers: int, progress: bool = True) -> None:
+    """Model every part not yet on disk, with ``workers`` processes (1: in this process)."""
+    todo = [p for p in parts if not part_is_complete(parts_dir, p)]
+    survey = Survey.from_dict(manifest["survey"])
+    total = sum(p.count for p in parts)
+    bar = tqdm(total=total, initial=total - sum(p.count for p in todo), unit="model", desc="generating",
+               disable=not progress, dynamic_ncols=True)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    init = (str(parts_dir), manifest["seed"], survey.to_json(), manifest["geology"], threads)
+    if workers <= 1:
+        previous = torch.get_num_threads()
+        _init_worker(*init[:4], previous)
+        for part in todo:
+            _run_part(part)
+            bar.update(part.count)
+    else:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init) as pool:
+            for part in pool.imap_unordered(_run_part, todo):
+                bar.update(part.count)
+    bar.close()
+
+
+def merge_parts(out: Path, parts_dirs: list[Path], overwrite: bool = False, cleanup: bool = True) -> Path:
+    """Assemble the parts (possibly spread over several directories, one per shard) into ``out``."""
+    manifests = [json.loads((d / MANIFEST).read_text()) for d in parts_dirs if (d / MANIFEST).exists()]
+    if not manifests:
+        raise DatasetError(f"no generation manifest in {', '.join(map(str, parts_dirs))}")
+    if any(m != manifests[0] for m in manifests[1:]):
+        raise DatasetError("the parts directories were generated with different settings and cannot be merged")
+    manifest = manifests[0]
+    parts = plan_parts(manifest["sizes"], manifest["samples_per_part"])
+    where: dict[Part, Path] = {}
+    for part in parts:
+        found = [d for d in parts_dirs if part_is_complete(d, part)]
+        if found:
+            where[part] = found[0]
+    missing = [p for p in parts if p not in where]
+    if missing:
+        raise DatasetError(f"{len(missing)} of {len(parts)} parts are missing (first: {missing[0].filename}); "
+                           "finish every shard (or run with --resume) before merging")
+    survey = Survey.from_dict(manifest["survey"])
+
+    def blocks(split: str) -> Iterator[tuple[slice, dict]]:
+        for part in (p for p in parts if p.split == split):
+            yield slice(part.start, part.start + part.count), read_part(where[part], part)
+
+    splits = {s: blocks(s) for s in SPLITS if s in manifest["sizes"]}
+    write_dataset(out, splits, survey, sizes=manifest["sizes"], overwrite=overwrite,
+                  attrs={"generator": {"preset": manifest["preset"], "geology": manifest["geology"]},
+                         "seed": manifest["seed"]})
+    if cleanup:
+        for d in parts_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: int = 1, resume: bool = False,
+             overwrite: bool = False, shard: tuple[int, int] | None = None, sizes: dict[str, int] | None = None,
+             progress: bool = True) -> Path | None:
+    """Generate preset ``preset`` into ``out``; returns the dataset path (None for a shard, which only writes parts)."""
+    out = Path(out)
+    spec = get_preset(preset)
+    sizes = dict(sizes or spec.sizes)
+    parts_dir = out.with_name(out.name + ".parts")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if overwrite and not resume:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    manifest = manifest_for(preset, spec, seed, sizes)
+    prepare_parts_dir(parts_dir, manifest, resume or shard is not None)
+    parts = plan_parts(sizes, spec.samples_per_part)
+    if shard is not None:
+        index, count = shard
+        parts = parts[index::count]
+    generate_parts(parts_dir, manifest, parts, workers, progress)
+    if shard is not None:
+        return None
+    return merge_parts(out, [parts_dir], overwrite=overwrite)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fwi.data.generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", choices=["generate", "merge"], default="generate")
+    p.add_argument("--preset", default="salt70", choices=list(PRESETS))
+    p.add_argument("--out", required=True, type=Path, help="output HDF5 file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted generation")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--shard", type=parse_shard, help="generate only shard i of n (then run `merge`)")
+    p.add_argument("--parts", type=Path, nargs="*", help="merge: parts directories (default <out>.parts)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+@friendly_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "merge":
+        path = merge_parts(args.out, args.parts or [args.out.with_name(args.out.name + ".parts")], args.overwrite)
+    else:
+        path = generate(args.out, args.preset, seed=args.seed, workers=args.workers, resume=args.resume,
+                        overwrite=args.overwrite, shard=args.shard, progress=not args.no_progress)
+    print(f"wrote {path}" if path else f"shard {args.shard[0]}/{args.shard[1]} done; run `merge` when all are")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Named dataset presets: a survey, split sizes, geology settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fwi.data.geology import GeologyConfig
+from fwi.physics import Survey
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that defines a generated dataset apart from the seed."""
+
+    survey: Survey
+    sizes: dict[str, int]
+    geology: GeologyConfig = field(default_factory=GeologyConfig)
+    samples_per_part: int = 16
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "salt70": Preset(
+        survey=Survey(),
+        sizes={"train": 4000, "val": 500, "test": 500},
+        description="research setting: the OpenFWI geometry (70 x 70, 5 shots, 1000 x 1 ms, 70 receivers)",
+    ),
+    "quick": Preset(
+        survey=Survey(),
+        sizes={"train": 480, "val": 64, "test": 64},
+        description="the salt70 geometry with few models: the README's main job on two CPU cores",
+    ),
+    "tiny": Preset(
+        survey=Survey(nz=32, nx=33, dx=10.0, nt=300, dt=0.001, freq=15.0, n_sources=3, n_receivers=33),
+        sizes={"train": 12, "val": 4, "test": 4},
+        samples_per_part=4,
+        description="seconds to make: tests and smoke runs",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,112 @@
+"""Dataset generation: determinism, resumption, sharding, atomic output, clear errors."""
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from fwi.data.generate import generate, merge_parts, plan_parts
+from fwi.data.presets import get_preset
+from fwi.data.store import DatasetError, read_info
+
+SIZES = {"train": 6, "val": 2, "test": 2}
+
+
+def arrays(path):
+    with h5py.File(path, "r") as f:
+        return {f"{s}/{k}": f[s][k][()] for s in f for k in f[s]}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "tiny.h5"
+    generate(path, "tiny", seed=5, sizes=SIZES, progress=False)
+    return path
+
+
+def test_layout_attributes_and_physics(reference):
+    info = read_info(reference)
+    survey = get_preset("tiny").survey
+    assert info.survey == survey and info.sizes == SIZES
+    assert info.attrs["seed"] == 5 and "deepwave" in info.attrs["versions"]
+    data = arrays(reference)
+    assert data["train/velocity"].shape == (6, 1, survey.nz, survey.nx) and data["train/velocity"].dtype == np.float32
+    assert data["train/salt_mask"].dtype == np.uint8
+    assert data["train/gathers"].shape == (6, *survey.data_shape)
+    # masks mark the salt velocities; normalisation bounds are the train split's extremes
+    v, m = data["train/velocity"], data["train/salt_mask"].astype(bool)
+    assert m.any() and v[m].min() >= 4300 and v[~m].max() < 4400
+    assert info.normalisation["v_min"] == pytest.approx(v.min()) and info.normalisation["v_max"] == pytest.approx(v.max())
+    with h5py.File(reference, "r") as f:
+        assert f["train/gathers"].chunks == (1, *survey.data_shape) and f["train/gathers"].compression == "gzip"
+
+
+def test_same_seed_same_dataset_and_workers_do_not_matter(reference, tmp_path):
+    again = tmp_path / "again.h5"
+    generate(again, "tiny", seed=5, sizes=SIZES, workers=2, progress=False)
+    assert_same(arrays(reference), arrays(again))
+    other = tmp_path / "other.h5"
+    generate(other, "tiny", seed=6, sizes=SIZES, progress=False)
+    assert not np.array_equal(arrays(other)["train/velocity"], arrays(reference)["train/velocity"])
+
+
+def test_interrupted_generation_resumes_to_the_same_file(reference, tmp_path):
+    out = tmp_path / "tiny.h5"
+    generate(out, "tiny", seed=5, sizes=SIZES, shard=(0, 2), progress=False)  # as if killed half way
+    parts_dir = tmp_path / "tiny.h5.parts"
+    done = sorted(p.name for p in parts_dir.glob("*.h5"))
+    assert 0 < len(done) < len(plan_parts(SIZES, 4)) and not out.exists()
+    # a part cut short by the kill (unreadable) and a stray temp file must not break the resume
+    (parts_dir / plan_parts(SIZES, 4)[1].filename).write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+    (parts_dir / ".train-x.123.tmp").write_bytes(b"partial")
+    with pytest.raises(FileExistsError, match="--resume"):
+        generate(out, "tiny", seed=5, sizes=SIZES, progress=False)
+    generate(out, "tiny", seed=5, sizes=SIZES, resume=True, progress=False)
+    assert_same(arrays(reference), arrays(out))
+    assert not parts_dir.exists()
+
+
+def test_shards_merge_to_the_single_run_result(reference, tmp_path):
+    out = tmp_path / "sharded.h5"
+    dirs = []
+    for i in range(2):  # each shard in its own directory, as on separate machines
+        shard_out = tmp_path / f"machine{i}" / "sharded.h5"
+        generate(shard_out, "tiny", seed=5, sizes=SIZES, shard=(i, 2), progress=False)
+        dirs.append(shard_out.with_name("sharded.h5.parts"))
+    with pytest.raises(DatasetError, match="missing"):
+        merge_parts(out, dirs[:1], cleanup=False)
+    assert not out.exists()
+    merge_parts(out, dirs)
+    assert_same(arrays(reference), arrays(out))
+
+
+def test_cli_refuses_to_overwrite_and_reports_one_line(reference):
+    before = reference.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "fwi.data.generate", "--preset", "tiny", "--out", str(reference)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "--overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert reference.read_bytes() == before
+
+
+def test_corrupt_file_gives_a_clear_error(reference, tmp_path):
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(reference.read_bytes()[: reference.stat().st_size // 3])
+    with pytest.raises(DatasetError, match="corrupt or truncated"):
+        read_info(broken)
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_info(tmp_path / "nope.h5")
+    not_ours = tmp_path / "other.h5"
+    with h5py.File(not_ours, "w") as f:
+        f["x"] = 1
+    with pytest.raises(DatasetError, match="not an fwi dataset"):
+        read_info(not_ours)
