@@ -32,11 +32,13 @@ class SampleTransform:
                              f"by {survey.mirror_mismatch()} cells, so disable mirroring")
         self.normalizer, self.time_decimation, self.mirror = normalizer, time_decimation, mirror
 
-    def __call__(self, gathers: np.ndarray, velocity: np.ndarray, mask: np.ndarray, index: int) -> dict:
-        g = torch.from_numpy(np.asarray(gathers, dtype=np.float32))
-        v = torch.from_numpy(np.asarray(velocity, dtype=np.float32))
-        m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-        if self.mirror and torch.rand(()) < 0.5:
+    def __call__(self, gathers: np.ndarray, velocity: np.ndarray, mask: np.ndarray, index: int,
+                 coin: tuple[int, ...] = ()) -> dict:
+        """``coin`` seeds the mirror decision (e.g. (seed, epoch, index)), so it is the same in any worker."""
+        g = torch.from_numpy(np.array(gathers, dtype=np.float32))
+        v = torch.from_numpy(np.array(velocity, dtype=np.float32))
+        m = torch.from_numpy(np.array(mask, dtype=np.float32))
+        if self.mirror and np.random.default_rng([*coin, index]).random() < 0.5:
             g, v, m = mirror_sample(g, v, m)
         if self.time_decimation > 1:
             g = decimate_time(g, self.time_decimation)
@@ -50,12 +52,14 @@ class FWIDataset(Dataset):
 
     Each item is a dict: gathers (S, T / time_decimation, R), velocity (1, nz, nx), salt_mask (1, nz, nx) float,
     index. With ``normalize`` (default) gathers and velocity are in [-1, 1] (OpenFWI normalisation, bounds from the
-    file's train split); ``mirror`` flips half of the samples left-right (augmentation). The file is opened lazily in
-    each process, so the dataset works with ``DataLoader(num_workers > 0)``.
+    file's train split); ``mirror`` flips half of the samples left-right (augmentation), decided by
+    (seed, epoch, index) so that the draw does not depend on workers or ranks (call `set_epoch` each epoch).
+    The file is opened lazily in each process, so the dataset works with ``DataLoader(num_workers > 0)``.
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", *, normalize: bool = True,
-                 time_decimation: int = 1, mirror: bool = False, normalizer: Normalizer | None = None) -> None:
+                 time_decimation: int = 1, mirror: bool = False, normalizer: Normalizer | None = None,
+                 seed: int = 0) -> None:
         self.info = read_info(path)
         if split not in self.info.sizes:
             raise DatasetError(f"{path} has no {split!r} split (it has {', '.join(self.info.sizes) or 'none'})")
@@ -66,6 +70,10 @@ class FWIDataset(Dataset):
                                          mirror)
         self._file: h5py.File | None = None
         self._pid: int | None = None
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.info.sizes[self.split]
@@ -84,7 +92,7 @@ class FWIDataset(Dataset):
             gathers, velocity, mask = g["gathers"][index], g["velocity"][index], g["salt_mask"][index]
         except OSError as exc:
             raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
-        return self.transform(gathers, velocity, mask, index)
+        return self.transform(gathers, velocity, mask, index, (self.seed, self.epoch))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
