@@ -1,0 +1,194 @@
+"""Run configuration: dataclasses, YAML files (``configs/``) and command-line overrides.
+
+A config has five sections (data, model, loss, optim, run). YAML files hold them nested; on the command line every
+field is a flat flag (``--attn ca --skip-attn --epochs 5 --physics-weight 0.1``), parsed by tyro with the YAML
+file as the defaults::
+
+    python -m fwi.train --config configs/quick.yaml --attn ca --skip-attn
+
+Unknown YAML keys or CLI flags are errors that list the valid ones; the resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+import yaml
+
+from fwi.losses import LossConfig
+from fwi.models.build import ModelConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+@dataclass
+class ModelSection(ModelConfig):
+    """`ModelConfig` with its ``name`` field exposed as ``--model`` on the command line."""
+
+    name: Annotated[Literal["unet", "inversionnet"], tyro.conf.arg(name="model")] = "unet"
+
+
+@dataclass
+class DataConfig:
+    """Where the training data comes from."""
+
+    data: str = "data/salt70.h5"  # HDF5 dataset; generated from `preset` when missing
+    preset: str = "salt70"  # dataset preset to generate when `data` does not exist
+    data_seed: int = 0  # seed of the generated dataset
+    time_decimation: int = 1  # keep every k-th time sample (anti-aliased) of the gathers
+    mirror: bool = True  # left-right mirror augmentation (exact symmetry of the survey)
+    num_workers: int = 0  # DataLoader worker processes
+    generate_workers: int = 0  # processes for dataset generation (0 = all cores)
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and hardware."""
+
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    seed: int = 0  # seeds the weights, the data order and the augmentation
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False  # bf16 autocast on CUDA (ignored on CPU)
+    eval_batch_size: int = 32
+
+
+@dataclass
+class RunConfig:
+    """Outputs, logging and resumption."""
+
+    out: str = "runs"  # parent directory of run directories
+    name: str = ""  # run directory name (default: derived from the model and seed)
+    wandb: Literal["online", "offline", "disabled"] = "offline"  # online falls back to offline without credentials
+    wandb_project: str = "fwi"
+    group: str = ""  # W&B group (ablations set it)
+    tags: tuple[str, ...] = ()
+    resume: bool = False  # continue runs/<name>/last.pt exactly
+    overwrite: bool = False  # replace an existing run directory
+    misfit_samples: int = 8  # validation samples re-modelled for the data misfit each epoch (0 = off)
+    images: int = 4  # validation predictions drawn in the per-epoch figure
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> "Config":
+        self.model.validate()
+        self.loss.validate()
+        if self.optim.epochs < 1 or self.optim.batch_size < 1 or self.optim.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.data.time_decimation < 1:
+            raise ValueError(f"time_decimation must be >= 1, got {self.data.time_decimation}")
+        return self
+
+    def run_name(self) -> str:
+        """Default run name: model, block, places, decoder, physics, seed (e.g. ``unet-ca-skip-s0``)."""
+        m = self.model
+        parts = [m.name]
+        if m.name == "unet":
+            if m.attn != "none":
+                parts += [m.attn, "+".join(p.replace("_attn", "") for p in m.places())]
+            if m.skip_gate != "none":
+                parts.append(f"{m.skip_gate}gate")
+            if m.decoder != "unet":
+                parts.append(f"{m.decoder}dec")
+        if self.loss.physics_weight > 0:
+            parts.append("phys")
+        parts.append(f"s{self.optim.seed}")
+        return self.run.name or "-".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys with the valid ones."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(hint, value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} = {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, where)
+    if origin is tuple:
+        return tuple(value or ())
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ValueError(f"{where} = {value!r} should be of type {hint.__name__}")
+    return value
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a YAML config (``yaml.safe_load``) into a `Config`; None gives ``configs/default.yaml``."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from None
+    return from_dict(Config, data, str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "python -m fwi.train",
+               description: str | None = None) -> Config:
+    """``--config FILE`` (default configs/default.yaml) then flat flags overriding its fields."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    base = load_config(known.config)
+    description = (description or "") + "\n\n--config FILE  YAML config whose values are the defaults below " \
+        "(default: configs/default.yaml)"
+    cfg = tyro.cli(Config, default=base, args=rest, prog=prog, description=description,
+                   config=(tyro.conf.OmitArgPrefixes,))
+    return cfg.validate()

@@ -1,0 +1,296 @@
+"""Train an attention U-Net (or InversionNet) on gathers -> velocity + salt mask.
+
+    python -m fwi.train --attn ca --skip-attn                       # configs/default.yaml (salt70)
+    python -m fwi.train --config configs/quick.yaml --attn ca --skip-attn
+    torchrun --nproc_per_node=2 -m fwi.train --config configs/tiny.yaml
+
+Writes ``runs/<name>/``: config.yaml (resolved), last.pt, best.pt (lowest validation MAE), metrics.jsonl (one line
+per epoch), predictions.png, summary.json. The dataset is generated first when the configured file is missing.
+``--resume`` continues from last.pt exactly (same weights as an uninterrupted run). A NaN/inf loss stops the run
+and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from fwi import distributed as D
+from fwi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fwi.cli import friendly_errors
+from fwi.config import Config, parse_args, save_config
+from fwi.data.dataset import FWIDataset
+from fwi.data.generate import generate
+from fwi.data.store import read_info
+from fwi.losses import FWILoss
+from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
+from fwi.models import build_model
+from fwi.models.summary import count_params
+from fwi import viz
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def ensure_dataset(cfg: Config) -> Path:
+    """Return the dataset path, generating the configured preset first when the file does not exist."""
+    path = Path(cfg.data.data)
+    if not path.exists():
+        if D.is_main():
+            print(f"no dataset at {path}: generating preset {cfg.data.preset!r} (seed {cfg.data.data_seed}) ...",
+                  flush=True)
+            generate(path, cfg.data.preset, seed=cfg.data.data_seed, workers=cfg.data.generate_workers or
+                     (os.cpu_count() or 1), resume=True, progress=cfg.run.progress)
+        D.barrier()
+    read_info(path)  # validates, with a clear message for a corrupt file
+    return path
+
+
+def step_generator(seed: int, *keys: int) -> torch.Generator:
+    """A generator seeded by (seed, keys): draws that depend on the step, not on history (exact resume)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0]))
+
+
+def wandb_mode(requested: str) -> str:
+    """``online`` without credentials falls back to ``offline`` (with a note)."""
+    if requested != "online":
+        return requested
+    netrc = Path.home() / ".netrc"
+    if os.environ.get("WANDB_API_KEY") or (netrc.exists() and "api.wandb.ai" in netrc.read_text()):
+        return "online"
+    print("wandb: no credentials found, logging offline (sync later with `wandb sync`)", file=sys.stderr)
+    return "offline"
+
+
+def start_wandb(cfg: Config, run_dir: Path, extra: dict[str, Any]):
+    if cfg.run.wandb == "disabled":
+        return None
+    import wandb
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+    id_file.write_text(run_id)
+    m = cfg.model
+    tags = [f"model:{m.name}", f"attn:{m.attn}", f"decoder:{m.decoder}", f"gate:{m.skip_gate}",
+            f"physics:{'on' if cfg.loss.physics_weight > 0 else 'off'}", *[f"place:{p}" for p in m.places()],
+            *cfg.run.tags]
+    return wandb.init(project=cfg.run.wandb_project, name=run_dir.name, group=cfg.run.group or None, tags=tags,
+                      config={**cfg.to_dict(), **extra}, dir=str(run_dir), id=run_id, resume="allow",
+                      mode=wandb_mode(cfg.run.wandb), settings=wandb.Settings(silent=True))
+
+
+@torch.no_grad()
+def evaluate_loader(model: torch.nn.Module, loader: DataLoader, loss_fn: FWILoss, device: torch.device,
+                    misfit_samples: int = 0) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Mean metrics over ``loader`` and the first batch's tensors (for figures)."""
+    model.eval()
+    sums: dict[str, float] = {}
+    count, first, misfits = 0, None, []
+    normalizer, survey = loss_fn.normalizer, loss_fn.survey
+    for batch in loader:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        pred = model(batch["gathers"])
+        pred = {k: v.float() for k, v in pred.items()}
+        n = batch["velocity"].shape[0]
+        values = {**velocity_metrics(pred["velocity"], batch["velocity"], normalizer),
+                  **salt_metrics(pred["salt_logits"], batch["salt_mask"])}
+        _, parts = loss_fn(pred, batch, epoch=math.inf if loss_fn.cfg.physics_weight else 0.0)
+        values["loss"] = parts["total"]
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * n
+        count += n
+        if len(misfits) < misfit_samples:
+            k = min(n, misfit_samples - len(misfits))
+            v_ms = normalizer.velocity_inverse(pred["velocity"][:k, 0]).clamp(1000.0, survey.max_velocity)
+            observed = normalizer.gathers_inverse(batch["gathers"][:k])
+            misfits += data_misfit(v_ms, observed, survey, loss_fn.data_time_decimation).tolist()
+        if first is None:
+            first = {"pred": pred, "batch": batch}
+    metrics = {k: v / max(count, 1) for k, v in sums.items()}
+    metrics["rmse"], metrics["rmse_ms"] = metrics["mse"] ** 0.5, metrics["mse_ms"] ** 0.5  # RMSE over the whole set
+    if misfits:
+        metrics["data_misfit"] = float(np.mean(misfits))
+    return metrics, first
+
+
+def prediction_figure(first: dict, normalizer, n: int, dx: float):
+    pred, batch = first["pred"], first["batch"]
+    n = min(n, pred["velocity"].shape[0])
+    return viz.velocity_panels(normalizer.velocity_inverse(batch["velocity"][:n, 0]),
+                               normalizer.velocity_inverse(pred["velocity"][:n, 0]),
+                               batch["salt_mask"][:n, 0], (pred["salt_logits"][:n, 0] > 0).float(),
+                               titles=[f"#{int(i)}" for i in batch["index"][:n]], dx=dx,
+                               vrange=(normalizer.v_min, normalizer.v_max))
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    run_dir = Path(cfg.run.out) / cfg.run_name()
+    if cfg.run.resume:
+        if not (run_dir / "last.pt").exists():
+            raise CheckpointError(f"--resume: no checkpoint {run_dir / 'last.pt'} to resume from")
+    elif (run_dir / "last.pt").exists():  # a directory without a checkpoint holds nothing worth keeping
+        if not cfg.run.overwrite:
+            raise FileExistsError(f"run directory {run_dir} exists; use --resume to continue it, --overwrite to "
+                                  "replace it, or --name for a new run")
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return run_dir
+
+
+def train(cfg: Config) -> Path:
+    """Run the training described by ``cfg``; returns the run directory."""
+    device = D.resolve_device(cfg.optim.device)
+    distributed = D.setup(device)
+    rank, _, world_size = D.world()
+    main = rank == 0
+    torch.manual_seed(cfg.optim.seed)
+    run_dir = prepare_run_dir(cfg) if main else Path(cfg.run.out) / cfg.run_name()
+    data_path = ensure_dataset(cfg)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    train_set = FWIDataset(data_path, "train", time_decimation=cfg.data.time_decimation, mirror=cfg.data.mirror,
+                           seed=cfg.optim.seed)
+    val_set = FWIDataset(data_path, "val", time_decimation=cfg.data.time_decimation)
+    survey, normalizer = train_set.survey, train_set.normalizer
+    data_shape = tuple(train_set[0]["gathers"].shape)
+    per_rank_batch = max(1, cfg.optim.batch_size // world_size)
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.optim.seed,
+                                 drop_last=True)
+    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(val_set, batch_size=cfg.optim.eval_batch_size, num_workers=cfg.data.num_workers)
+    if len(loader) == 0:
+        raise ValueError(f"the train split ({len(train_set)} samples) is smaller than one batch of {per_rank_batch}")
+
+    model = build_model(cfg.model, data_shape, survey.shape).to(device)
+    loss_fn = FWILoss(cfg.loss, survey, normalizer, data_time_decimation=cfg.data.time_decimation)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total_steps = cfg.optim.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=total_steps,
+                                                    pct_start=0.1, anneal_strategy="cos")
+    start_epoch, best, history = 0, math.inf, []
+    if cfg.run.resume:
+        state = load_checkpoint(run_dir / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best, history = state["epoch"], state["best"], list(state["history"])
+        if main:
+            print(f"resuming {run_dir} after epoch {start_epoch}")
+    n_params = count_params(model)
+    net = DistributedDataParallel(model) if distributed else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.optim.bf16 and device.type == "cuda"
+                else nullcontext())
+    wb = start_wandb(cfg, run_dir, {"params": n_params, "world_size": world_size}) if main else None
+    if main:
+        print(f"{run_dir.name}: {n_params / 1e6:.2f} M parameters, {len(train_set)} train / {len(val_set)} val "
+              f"samples, device {device}, world size {world_size}")
+
+    def checkpoint_state(epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "best": best,
+                "history": history, "config": cfg.to_dict(), "survey": survey.to_dict(),
+                "normalisation": normalizer.to_dict(), "data_shape": list(data_shape), "data": str(data_path)}
+
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        net.train()
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not (main and cfg.run.progress),
+                   dynamic_ncols=True, leave=False)
+        for step, batch in enumerate(bar):
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with autocast:
+                pred = net(batch["gathers"])
+            pred = {k: v.float() for k, v in pred.items()}
+            loss, parts = loss_fn(pred, batch, epoch=epoch + step / len(loader),
+                                  generator=step_generator(cfg.optim.seed, epoch, step, rank))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. The last good "
+                    f"checkpoint ({run_dir / 'last.pt'}, epoch {epoch}) is kept; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_time = time.perf_counter() - t0
+        train_metrics = {f"train/{k}": v / len(loader) for k, v in sums.items()}
+        if main:
+            val_metrics, first = evaluate_loader(model, val_loader, loss_fn, device, cfg.run.misfit_samples)
+            record = {"epoch": epoch + 1, **train_metrics, **{f"val/{k}": v for k, v in val_metrics.items()},
+                      "lr": scheduler.get_last_lr()[0], "epoch_time_s": train_time,
+                      "samples_per_s": len(loader) * per_rank_batch * world_size / train_time}
+            history.append(record)
+            improved = val_metrics["mae"] < best
+            best = min(best, val_metrics["mae"])
+            save_checkpoint(checkpoint_state(epoch + 1), run_dir / "last.pt")
+            if improved:
+                save_checkpoint(checkpoint_state(epoch + 1), run_dir / "best.pt")
+            with open(run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            print(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {train_metrics['train/total']:.4f}  "
+                  f"val MAE {val_metrics['mae']:.4f}  SSIM {val_metrics['ssim']:.3f}  "
+                  f"IoU {val_metrics['iou']:.3f}  ({record['samples_per_s']:.1f} samples/s)", flush=True)
+            if wb is not None:
+                log = dict(record)
+                if cfg.run.images:
+                    fig = prediction_figure(first, normalizer, cfg.run.images, survey.dx)
+                    log["val/predictions"] = __import__("wandb").Image(fig)
+                    viz.plt.close(fig)
+                wb.log(log, step=epoch + 1)
+        D.barrier()
+
+    if main:
+        best_state = load_checkpoint(run_dir / "best.pt", map_location=device)
+        model.load_state_dict(best_state["model"])
+        val_metrics, first = evaluate_loader(model, val_loader, loss_fn, device, cfg.run.misfit_samples)
+        viz.save(prediction_figure(first, normalizer, cfg.run.images or 4, survey.dx), run_dir / "predictions.png")
+        summary = {"run": run_dir.name, "best_epoch": best_state["epoch"], "params": n_params,
+                   **{f"val/{k}": v for k, v in val_metrics.items()}}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(f"best epoch {best_state['epoch']}: val MAE {val_metrics['mae']:.4f} "
+              f"({val_metrics['mae_ms']:.0f} m/s), RMSE {val_metrics['rmse']:.4f}, SSIM {val_metrics['ssim']:.3f}, "
+              f"salt IoU {val_metrics['iou']:.3f}" + (f", data misfit {val_metrics['data_misfit']:.3f}"
+                                                       if "data_misfit" in val_metrics else ""))
+        print(f"figure: {run_dir / 'predictions.png'}")
+        if wb is not None:
+            wb.summary.update(summary)
+            wb.finish()
+    D.cleanup()
+    return run_dir
+
+
+@friendly_errors
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv, description=__doc__)
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
