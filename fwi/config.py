@@ -75,6 +75,7 @@ class RunConfig:
     tags: tuple[str, ...] = ()
     resume: bool = False  # continue runs/<name>/last.pt exactly
     overwrite: bool = False  # replace an existing run directory
+    stop_after: int = 0  # stop after this many epochs in this invocation (0 = all); continue later with --resume
     misfit_samples: int = 8  # validation samples re-modelled for the data misfit each epoch (0 = off)
     images: int = 4  # validation predictions drawn in the per-epoch figure
     progress: bool = True

@@ -210,7 +210,8 @@ def train(cfg: Config) -> Path:
                 "history": history, "config": cfg.to_dict(), "survey": survey.to_dict(),
                 "normalisation": normalizer.to_dict(), "data_shape": list(data_shape), "data": str(data_path)}
 
-    for epoch in range(start_epoch, cfg.optim.epochs):
+    end_epoch = cfg.optim.epochs if not cfg.run.stop_after else min(cfg.optim.epochs, start_epoch + cfg.run.stop_after)
+    for epoch in range(start_epoch, end_epoch):
         net.train()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
@@ -265,7 +266,11 @@ def train(cfg: Config) -> Path:
                 wb.log(log, step=epoch + 1)
         D.barrier()
 
-    if main:
+    if main and end_epoch < cfg.optim.epochs:
+        print(f"stopped after epoch {end_epoch} of {cfg.optim.epochs} (--stop-after); continue with --resume")
+        if wb is not None:
+            wb.finish()
+    elif main:
         best_state = load_checkpoint(run_dir / "best.pt", map_location=device)
         model.load_state_dict(best_state["model"])
         val_metrics, first = evaluate_loader(model, val_loader, loss_fn, device, cfg.run.misfit_samples)
