@@ -72,3 +72,104 @@ def gather_panels(observed: np.ndarray, modelled: np.ndarray, dt: float, shot: i
 def save(fig: Figure, path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def mask_panels(true_mask: Sequence, pred_mask: Sequence, titles: Sequence[str] | None = None,
+                dx: float = 10.0) -> Figure:
+    """One row per sample: true salt mask, predicted mask, disagreement (missed salt red, false salt blue).
+
+    true_mask, pred_mask: (N, nz, nx) in {0, 1}. Each row's title carries the IoU of the two masks.
+    """
+    true_mask, pred_mask = _np(true_mask) > 0.5, _np(pred_mask) > 0.5
+    n, nz, nx = true_mask.shape
+    extent = (0, nx * dx / 1000, nz * dx / 1000, 0)
+    fig, axes = plt.subplots(n, 3, figsize=(9.5, 2.8 * n + 0.4), squeeze=False, constrained_layout=True)
+    for i in range(n):
+        union = (true_mask[i] | pred_mask[i]).sum()
+        iou = (true_mask[i] & pred_mask[i]).sum() / union if union else 1.0
+        diff = np.zeros((nz, nx, 3))
+        diff[true_mask[i] & pred_mask[i]] = (0.8, 0.8, 0.8)
+        diff[true_mask[i] & ~pred_mask[i]] = (0.85, 0.1, 0.1)
+        diff[~true_mask[i] & pred_mask[i]] = (0.1, 0.3, 0.9)
+        panels = [(true_mask[i], "true salt"), (pred_mask[i], "predicted salt"),
+                  (diff, f"IoU {iou:.2f} (missed red, false blue)")]
+        for j, (img, label) in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, extent=extent, aspect="auto",
+                      interpolation="nearest")
+            ax.set_title(f"{titles[i] + ': ' if titles else ''}{label}", fontsize=8)
+            ax.set_xlabel("x (km)", fontsize=7)
+            ax.set_ylabel("z (km)", fontsize=7)
+            ax.tick_params(labelsize=6)
+    return fig
+
+
+def metric_histogram(values: dict[str, Sequence], bins: int = 20, title: str = "") -> Figure:
+    """One histogram per metric (name -> per-sample values), with the mean (solid) and median (dashed) marked."""
+    if not values:
+        raise ValueError("metric_histogram needs at least one metric")
+    n = len(values)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 0.3), squeeze=False,
+                             constrained_layout=True)
+    for ax, (name, v) in zip(axes.flat, values.items()):
+        v = _np(v).astype(float).ravel()
+        v = v[np.isfinite(v)]
+        ax.hist(v, bins=bins, color="tab:blue", alpha=0.8)
+        if v.size:
+            ax.axvline(v.mean(), color="k", lw=1, label=f"mean {v.mean():.4g}")
+            ax.axvline(np.median(v), color="k", lw=1, ls="--", label=f"median {np.median(v):.4g}")
+            ax.legend(fontsize=6)
+        ax.set_title(name, fontsize=8)
+        ax.set_ylabel("samples", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def attention_maps(maps: Sequence[tuple[str, Sequence]], ncols: int = 4, cmap: str = "magma",
+                   title: str = "") -> Figure:
+    """A grid of named (H, W) maps (e.g. `fwi.inspect.capture_attention` output of one sample), each with its own
+    colour scale (maps of different blocks have different resolutions and ranges)."""
+    if not maps:
+        raise ValueError("attention_maps needs at least one (name, map) pair")
+    n = len(maps)
+    cols = min(n, ncols)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 2.6 * rows + 0.3), squeeze=False,
+                             constrained_layout=True)
+    for ax, (name, m) in zip(axes.flat, maps):
+        m = _np(m)
+        if m.ndim != 2:
+            raise ValueError(f"attention map {name!r} must be (H, W), got shape {m.shape}")
+        im = ax.imshow(m, cmap=cmap, aspect="auto", interpolation="nearest")
+        ax.set_title(f"{name} ({m.shape[0]}x{m.shape[1]})", fontsize=8)
+        ax.tick_params(labelsize=6)
+        fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def to_png(fig: Figure, dpi: int = 90, close: bool = True) -> bytes:
+    """The figure as PNG bytes (closed afterwards unless ``close=False``)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if close:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def show(fig: Figure, dpi: int = 90) -> None:
+    """Display a figure in Jupyter as a PNG (works whatever the matplotlib backend) and close it."""
+    from IPython.display import Image, display
+
+    display(Image(to_png(fig, dpi)))
