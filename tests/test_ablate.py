@@ -1,0 +1,193 @@
+"""End-to-end test of `fwi.ablate` on the tiny smoke ablation (configs/ablation/tiny.yaml), W&B offline."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fwi import ablate
+from fwi.data.generate import generate
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = ("mae", "rmse", "ssim", "mae_ms", "rmse_ms", "iou", "dice", "data_misfit")
+
+
+def tiny_spec(data: Path, **changes) -> dict:
+    spec = yaml.safe_load((REPO / "configs" / "ablation" / "tiny.yaml").read_text())
+    spec["base"] = str(REPO / "configs" / "tiny.yaml")
+    spec["overrides"]["data"] = str(data)
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    """The tiny ablation plus one cell that fails at runtime (batch larger than the 4-sample train split), run once."""
+    tmp = tmp_path_factory.mktemp("ablate")
+    data = generate(tmp / "tiny.h5", "tiny", sizes={"train": 4, "val": 2, "test": 2}, progress=False)
+    # evaluate: false keeps the test fast; the test-split path is covered by test_report_prefers_test_metrics
+    spec = tiny_spec(data, evaluate=False, extra=[{"variant": {"label": "toobig", "batch_size": 64}, "seeds": [0]}])
+    spec_path = tmp / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    out = tmp / "experiments"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("OMP_NUM_THREADS", "1")
+        rc = ablate.main([str(spec_path), "--out", str(out), "--jobs", "1"])
+    return {"rc": rc, "dir": out / "tiny", "spec": spec_path, "out": out, "data": data}
+
+
+def rows_of(abl_dir: Path) -> list[dict]:
+    return ablate.read_csv(abl_dir / "results.csv")
+
+
+def test_one_row_per_cell_and_failure_recorded(ablation):
+    assert ablation["rc"] == 1  # one cell failed, the others finished
+    rows = rows_of(ablation["dir"])
+    assert [(r["label"], r["seed"]) for r in rows] == [("none", 0), ("none", 1), ("se-encskip", 0),
+                                                        ("se-encskip", 1), ("toobig", 0)]
+    for r in rows[:4]:
+        assert r["status"] == "ok", r
+        assert r["source"] == "val"
+        for k in (*METRICS, "step_ms"):
+            assert math.isfinite(r[k]), (r["run"], k)
+        assert r["params"] > 0 and r["flops"] > 0 and r["best_epoch"] == 1 and r["epochs"] == 1
+    assert rows[2]["flops"] > rows[0]["flops"] and rows[2]["params"] > rows[0]["params"]  # SE blocks add both
+    failed = rows[4]
+    assert failed["status"] == "failed" and failed["mae"] is None
+    error = (ablation["dir"] / "runs" / failed["run"] / "error.txt").read_text()
+    assert error.startswith("exit code 2") and "smaller than one batch" in error
+    report = (ablation["dir"] / "report.md").read_text()
+    assert "## Failed cells" in report and f"`{failed['run']}`" in report.split("## Failed cells")[1]
+    for png in ("metrics_bars.png", "accuracy_vs_time.png"):
+        assert (ablation["dir"] / png).stat().st_size > 1000
+
+
+def test_report_variants_and_baseline_difference(ablation):
+    rows = [r for r in rows_of(ablation["dir"]) if r["status"] == "ok"]
+    report = (ablation["dir"] / "report.md").read_text()
+    assert f"preset **tiny** (`{ablation['data']}`" in report and "python -m fwi.ablate" in report
+    assert "validation** split" in report
+    for variant in ("none", "se-encskip", "toobig"):
+        assert f"`{variant}`" in report
+    diff_section = report.split("## Difference to the baseline `none`")[1].split("## Ranking")[0]
+    line = next(ln for ln in diff_section.splitlines() if ln.startswith("| `se-encskip` |"))
+    for key, fmt in (("mae", "+.4f"), ("ssim", "+.4f"), ("mae_ms", "+.1f")):
+        mean = {v: statistics.fmean(r[key] for r in rows if r["label"] == v) for v in ("none", "se-encskip")}
+        assert format(mean["se-encskip"] - mean["none"], fmt) in line, (key, line)
+    paired = {r["seed"]: r["mae"] for r in rows if r["label"] == "se-encskip"}
+    base = {r["seed"]: r["mae"] for r in rows if r["label"] == "none"}
+    assert f"s1: {paired[1] - base[1]:+.4f}" in line
+    per_variant = report.split("## Per variant")[1].split("## Difference")[0]
+    none = [r["mae"] for r in rows if r["label"] == "none"]
+    assert f"{statistics.fmean(none):.4f} ± {statistics.stdev(none):.4f}" in per_variant
+    ranking = report.split("## Ranking")[1]
+    assert "By MAE" in ranking and "By IoU" in ranking
+
+
+def test_wandb_summary_run_offline(ablation):
+    runs = sorted((ablation["dir"] / "wandb").glob("offline-run-*"))
+    assert runs, "no offline summary run"
+    assert list(runs[-1].glob("run-*.wandb")) and b"ablation" in next(runs[-1].glob("run-*.wandb")).read_bytes()
+    tables = list(runs[-1].glob("files/media/table/ablation_*.table.json"))
+    assert tables, "the ablation table was not logged"
+    table = json.loads(tables[0].read_text())
+    kinds = [row[table["columns"].index("row")] for row in table["data"]]
+    assert kinds.count("run") == 5 and kinds.count("variant") == 3
+    # every cell is a run of the same W&B group
+    cell_run = ablation["dir"] / "runs" / "tiny-none-nophys-s0" / "wandb"
+    assert list(cell_run.glob("offline-run-*/run-*.wandb"))
+
+
+def test_report_subcommand_rebuilds_identical_csv(ablation, capsys):
+    abl_dir = ablation["dir"]
+    before = (abl_dir / "results.csv").read_bytes()
+    report_before = (abl_dir / "report.md").read_text()
+    for name in ("results.csv", "report.md", "metrics_bars.png"):
+        (abl_dir / name).unlink()
+    assert ablate.main(["report", str(abl_dir)]) == 0
+    assert (abl_dir / "results.csv").read_bytes() == before
+    assert (abl_dir / "report.md").read_text() == report_before
+    assert (abl_dir / "metrics_bars.png").exists()
+    assert not list(abl_dir.glob(".*.tmp*"))  # atomic writes leave no temporary files
+
+
+def test_second_invocation_skips_finished_cells(ablation):
+    runs = ablation["dir"] / "runs"
+    ok = [r["run"] for r in rows_of(ablation["dir"]) if r["status"] == "ok"]
+    mtimes = {run: os.stat(runs / run / "best.pt").st_mtime_ns for run in ok}
+    logs = {run: (runs / run / "ablate.out.log").read_text() for run in ok}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        rc = ablate.main([str(ablation["spec"]), "--out", str(ablation["out"]), "--wandb", "disabled"])
+    assert rc == 1  # the failing cell is retried and fails again
+    for run in ok:
+        assert os.stat(runs / run / "best.pt").st_mtime_ns == mtimes[run]
+        assert (runs / run / "ablate.out.log").read_text() == logs[run]  # no new training command
+    assert [r["status"] for r in rows_of(ablation["dir"])] == ["ok"] * 4 + ["failed"]
+
+
+def test_dry_run_lists_cells(ablation, capsys):
+    assert ablate.main([str(ablation["spec"]), "--out", str(ablation["out"]), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "5 cells" in out and out.count("[     ok]") == 4 and "[ failed] tiny-toobig-nophys-s0" in out
+    assert "--attn se --encoder-attn --skip-attn" in out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, base"),
+    ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
+     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, data, .*attn, encoder_attn"),
+    ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
+     r"unknown key\(s\) \['seed'\] in grid; valid keys: variants, physics, seeds"),
+    ({"extra": [{"variant": {"label": "x"}, "seed": [0]}]}, r"in extra\[0\]; valid keys: variant, seeds, physics"),
+    ({"overrides": {"seed": 3}}, r"overrides sets 'seed'.*use the seeds factor"),
+    # the resolved Config of each cell is validated up front
+    ({"grid": {"variants": [{"label": "none"}, {"label": "se", "attn": "se"}]}}, r"variant 'se'.*no place for it"),
+    ({"grid": {"variants": [{"label": "none"}], "physics": [False, True]}}, r"positive top-level physics_weight"),
+    ({"baseline": "plain"}, r"baseline 'plain' is not a variant label"),
+])
+def test_spec_errors(tmp_path, capsys, change, message):
+    spec = tiny_spec(tmp_path / "missing.h5", **change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert ablate.main([str(path), "--out", str(tmp_path / "exp"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_report_prefers_test_metrics(ablation):
+    """A run with ``eval-test/metrics.json`` (as written by fwi.evaluate) is reported on the test split."""
+    abl_dir = ablation["dir"]
+    run_dir = abl_dir / "runs" / "tiny-none-nophys-s0"
+    mean = {"mae": 0.25, "rmse": 0.3, "ssim": 0.5, "mae_ms": 350.0, "rmse_ms": 420.0, "mse": 0.09, "mse_ms": 1.7e5,
+            "iou": 0.4, "dice": 0.55, "data_misfit": 0.7}
+    (run_dir / "eval-test").mkdir()
+    (run_dir / "eval-test" / "metrics.json").write_text(json.dumps(
+        {"split": "test", "n": 2, "mean": mean, "pooled": {"rmse": 0.31, "rmse_ms": 430.0}}))
+    try:
+        assert ablate.main(["report", str(abl_dir)]) == 0
+        row = rows_of(abl_dir)[0]
+        assert row["source"] == "test" and row["mae"] == 0.25 and row["rmse"] == 0.31 and row["iou"] == 0.4
+        assert [r["source"] for r in rows_of(abl_dir)[1:4]] == ["val"] * 3
+        assert "mixed sources" in (abl_dir / "report.md").read_text()
+    finally:
+        (run_dir / "eval-test" / "metrics.json").unlink()
+        (run_dir / "eval-test").rmdir()
+
+
+def test_flags_roundtrip_through_train_cli():
+    """Every kind of override value becomes a flag the train CLI parses back to the same value."""
+    overrides = {"attn": "ca", "skip_attn": True, "mirror": False, "attn_reduction": None, "lr": 0.003,
+                 "tags": ["a", "b"], "model": "unet", "epochs": 3}
+    cfg = ablate.parse_args(["--config", str(REPO / "configs" / "tiny.yaml"), *ablate.to_flags(overrides)])
+    assert (cfg.model.attn, cfg.model.skip_attn, cfg.data.mirror, cfg.model.attn_reduction, cfg.optim.lr,
+            cfg.run.tags, cfg.optim.epochs) == ("ca", True, False, None, 0.003, ("a", "b"), 3)
