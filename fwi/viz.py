@@ -41,8 +41,9 @@ def velocity_panels(true_v: Sequence, pred_v: Sequence, true_mask: Sequence | No
             im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, extent=extent, aspect="auto")
             for masks, colour in ((true_mask, "white"), (pred_mask, "black")):
                 if masks is not None and j < 2 and _np(masks)[i].any():
-                    ax.contour(_np(masks)[i], levels=[0.5], colors=colour, linewidths=0.8,
-                               extent=(0, nx * dx / 1000, 0, nz * dx / 1000), origin="upper")
+                    # cell-centre coordinates in km; the axes already run downwards (imshow extent)
+                    ax.contour((np.arange(nx) + 0.5) * dx / 1000, (np.arange(nz) + 0.5) * dx / 1000,
+                               _np(masks)[i], levels=[0.5], colors=colour, linewidths=0.8)
             ax.set_title(f"{titles[i] + ': ' if titles else ''}{label}", fontsize=8)
             ax.set_xlabel("x (km)", fontsize=7)
             ax.set_ylabel("z (km)", fontsize=7)
