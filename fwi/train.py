@@ -108,8 +108,6 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, loss_fn: FWILoss
         n = batch["velocity"].shape[0]
         values = {**velocity_metrics(pred["velocity"], batch["velocity"], normalizer),
                   **salt_metrics(pred["salt_logits"], batch["salt_mask"])}
-        _, parts = loss_fn(pred, batch, epoch=math.inf if loss_fn.cfg.physics_weight else 0.0)
-        values["loss"] = parts["total"]
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
         count += n

@@ -1,0 +1,100 @@
+"""`ModelConfig` (flat, so the training config can embed it and expose each field as a CLI flag) and `build_model`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from torch import nn
+
+from fwi.models.attention import list_attn, list_gates
+from fwi.models.inversionnet import InversionNet
+from fwi.models.layers import list_acts, list_norms
+from fwi.models.unet import DECODERS, AttentionUNet
+
+PLACE_FLAGS = {
+    "encoder_attn": "--encoder-attn",
+    "skip_attn": "--skip-attn",
+    "bottleneck_attn": "--bottleneck-attn",
+    "decoder_attn": "--decoder-attn",
+}
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["unet", "inversionnet"] = "unet"
+    attn: str = "none"  # block name from list_attn()
+    encoder_attn: bool = False
+    skip_attn: bool = False
+    bottleneck_attn: bool = False
+    decoder_attn: bool = False
+    skip_gate: str = "none"  # gate name from list_gates() or "none"
+    decoder: Literal["unet", "mix"] = "unet"
+    depth: int = 4
+    base_channels: int = 32
+    norm: str = "batch"
+    act: str = "relu"
+    # Channel reduction ratio for the blocks that take one; None keeps each block's own (paper) default
+    # (se/cbam 16, ca 32, scse 2, a2 4, aft 1, ...), since one shared ratio would distort several of them.
+    attn_reduction: int | None = None
+    mix_dim: int = 64
+    mix_heads: int = 4
+
+    def places(self) -> list[str]:
+        return [f for f in PLACE_FLAGS if getattr(self, f)]
+
+    def validate(self) -> "ModelConfig":
+        """Raise ValueError naming the valid choices / the flags to use; return self when consistent."""
+        _choice("model name", self.name, list(BUILDERS))
+        _choice("attention block (--attn)", self.attn, list_attn())
+        _choice("skip gate (--skip-gate)", self.skip_gate, ["none"] + list_gates())
+        _choice("decoder (--decoder)", self.decoder, list(DECODERS))
+        _choice("norm (--norm)", self.norm, list_norms())
+        _choice("activation (--act)", self.act, list_acts())
+        flags = ", ".join(PLACE_FLAGS.values())
+        if self.attn != "none" and not self.places():
+            raise ValueError(f"--attn {self.attn} is selected but no place for it: add one or more of {flags}")
+        if self.attn == "none" and self.places():
+            chosen = ", ".join(PLACE_FLAGS[p] for p in self.places())
+            raise ValueError(f"{chosen} given but --attn is 'none': choose a block with --attn "
+                             f"(one of {', '.join(list_attn()[1:])}) or drop {chosen}")
+        if self.name == "inversionnet" and (self.attn != "none" or self.skip_gate != "none" or self.decoder != "unet"):
+            raise ValueError("InversionNet takes no --attn, --skip-gate or --decoder options; use --name unet")
+        for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.mix_dim % self.mix_heads:
+            raise ValueError(f"mix_dim ({self.mix_dim}) must be divisible by mix_heads ({self.mix_heads})")
+        return self
+
+
+def _choice(what: str, value: str, valid: list[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(valid)}")
+
+
+def _build_unet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
+    s, t, r = data_shape
+    attn_kwargs = {} if cfg.attn_reduction is None else {"reduction": cfg.attn_reduction}
+    return AttentionUNet(s, t, r, grid=grid, depth=cfg.depth, base_channels=cfg.base_channels, norm=cfg.norm,
+                         act=cfg.act, attn=cfg.attn, attn_kwargs=attn_kwargs,
+                         encoder_attn=cfg.encoder_attn, skip_attn=cfg.skip_attn, bottleneck_attn=cfg.bottleneck_attn,
+                         decoder_attn=cfg.decoder_attn, skip_gate=cfg.skip_gate, decoder=cfg.decoder,
+                         mix_dim=cfg.mix_dim, mix_heads=cfg.mix_heads)
+
+
+def _build_inversionnet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
+    s, t, r = data_shape
+    return InversionNet(s, t, r, grid=grid)
+
+
+BUILDERS: dict[str, Callable[[ModelConfig, tuple, tuple], nn.Module]] = {
+    "unet": _build_unet,
+    "inversionnet": _build_inversionnet,
+}
+
+
+def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
+    """Validate ``cfg`` and build the network for gathers of shape ``data_shape`` = (S, T, R) onto ``grid`` = (nz, nx)."""
+    cfg.validate()
+    return BUILDERS[cfg.name](cfg, tuple(data_shape), tuple(grid))

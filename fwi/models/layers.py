@@ -1,0 +1,133 @@
+"""Small shared pieces: conv-norm-act blocks with norm / activation chosen by name, exact-size resampling helpers.
+
+Norms and activations are picked from the small dict registries `NORMS` and `ACTS` (name -> constructor), so the
+networks never branch on their names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fwi.models.attention import create_attn, create_gate
+
+
+def _group_norm(channels: int) -> nn.Module:
+    # Up to 8 groups, always a divisor of the channel count (1 group for odd widths).
+    return nn.GroupNorm(math.gcd(8, channels), channels)
+
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "batch": nn.BatchNorm2d,
+    "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+    "group": _group_norm,
+    "none": lambda c: nn.Identity(),
+}
+
+ACTS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
+    "gelu": nn.GELU,
+    "silu": lambda: nn.SiLU(inplace=True),
+}
+
+
+def list_norms() -> list[str]:
+    return list(NORMS)
+
+
+def list_acts() -> list[str]:
+    return list(ACTS)
+
+
+def make_norm(name: str, channels: int) -> nn.Module:
+    if name not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; valid names: {', '.join(NORMS)}")
+    return NORMS[name](channels)
+
+
+def make_act(name: str) -> nn.Module:
+    if name not in ACTS:
+        raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(ACTS)}")
+    return ACTS[name]()
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d -> norm -> activation. ``padding=None`` gives 'same' padding for odd kernels (per axis)."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int | tuple[int, int] = 3,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | None = None,
+                 norm: str = "batch", act: str = "relu"):
+        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if padding is None:
+            padding = (ks[0] // 2, ks[1] // 2)
+        # A bias right before a (batch/instance/group) norm is redundant.
+        conv = nn.Conv2d(cin, cout, ks, stride=stride, padding=padding, bias=(norm == "none"))
+        super().__init__(conv, make_norm(norm, cout), make_act(act))
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 conv-norm-act layers (the U-Net stage)."""
+
+    def __init__(self, cin: int, cout: int, norm: str = "batch", act: str = "relu"):
+        super().__init__(ConvNormAct(cin, cout, 3, norm=norm, act=act), ConvNormAct(cout, cout, 3, norm=norm, act=act))
+
+
+def _accepted_kwargs(factory: Callable, kwargs: dict) -> dict:
+    """The subset of ``kwargs`` that ``factory`` accepts (all of them if it takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return dict(kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(kwargs)
+    names = {p.name for p in params}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _registered(kind: str, name: str) -> Callable | None:
+    from fwi.models.attention import registry
+    table = getattr(registry, "_ATTN" if kind == "attn" else "_GATES", {})
+    return table.get(name)
+
+
+def make_attn(name: str, channels: int, **kwargs) -> nn.Module:
+    """`create_attn` with shared options (e.g. ``reduction``) passed only to blocks whose constructor takes them.
+
+    One set of options (``--attn-reduction``) serves every block: ECA or SimAM have no reduction ratio, so the
+    keyword is dropped for them instead of raising. Unknown names still raise through the registry.
+    """
+    factory = _registered("attn", name)
+    if factory is not None:
+        kwargs = _accepted_kwargs(factory, kwargs)
+    return create_attn(name, channels, **kwargs)
+
+
+def make_gate(name: str, skip_channels: int, gating_channels: int, **kwargs) -> nn.Module:
+    factory = _registered("gate", name)
+    if factory is not None:
+        kwargs = _accepted_kwargs(factory, kwargs)
+    return create_gate(name, skip_channels, gating_channels, **kwargs)
+
+
+def match_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Center-crop or zero-pad the last two axes of ``x`` to ``size`` (exact, no interpolation)."""
+    dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    # Negative padding crops; the odd element goes to the bottom / right.
+    return F.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
+
+
+def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Center crop of the last two axes to ``size`` (each must be <= the current size)."""
+    h, w = x.shape[-2:]
+    if size[0] > h or size[1] > w:
+        raise ValueError(f"cannot crop {(h, w)} to {tuple(size)}")
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]]

@@ -1,0 +1,144 @@
+"""Parameters and FLOPs of configured models.
+
+    python -m fwi.models.summary --attn ca --encoder-attn --skip-attn --grid 70 70 --shots 5 --nt 1000 --nrec 70
+    python -m fwi.models.summary --all-attn --grid 30 40 --nt 64 --nrec 20
+
+FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` for one forward pass of one sample (a
+multiply-add counts 2); only the matrix-multiply-like ops it knows (conv, linear, matmul, attention) are counted,
+not element-wise ops, norms or pooling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from fwi.models.attention import list_attn, list_gates
+from fwi.models.build import PLACE_FLAGS, ModelConfig, build_model
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel that
+# F.scaled_dot_product_attention dispatches to on CPU; without this the attention matmuls would count 0.
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of ``model(example)`` (forward only, eval mode, no grad), as counted by FlopCounterMode.
+
+    A multiply-add counts 2 (a k x k conv: 2*Cin*Cout*k*k*H*W); element-wise ops are not counted.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def describe(cfg: ModelConfig) -> str:
+    """Short label of a configuration, e.g. 'unet ca@encoder+skip', 'unet mix-decoder', 'inversionnet'."""
+    if cfg.name != "unet":
+        return cfg.name
+    parts = ["unet"]
+    if cfg.attn != "none":
+        parts.append(f"{cfg.attn}@" + "+".join(p.removesuffix("_attn") for p in cfg.places()))
+    if cfg.skip_gate != "none":
+        parts.append(f"{cfg.skip_gate}@skips")
+    if cfg.decoder != "unet":
+        parts.append(f"{cfg.decoder}-decoder")
+    return " ".join(parts)
+
+
+def summarize(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> dict:
+    """{'model', 'params', 'flops'} of the model built from ``cfg`` (FLOPs per sample)."""
+    model = build_model(cfg, data_shape, grid)
+    example = torch.zeros(1, *data_shape)
+    return {"model": describe(cfg), "params": count_params(model), "flops": count_flops(model, example)}
+
+
+def all_attn_configs(base: ModelConfig) -> list[ModelConfig]:
+    """Plain U-Net, every registered block in encoder+skip, every gate on the skips, the mix decoder, InversionNet."""
+    plain = dataclasses.replace(base, name="unet", attn="none", skip_gate="none", decoder="unet",
+                                **{f: False for f in PLACE_FLAGS})
+    cfgs = [plain]
+    cfgs += [dataclasses.replace(plain, attn=a, encoder_attn=True, skip_attn=True) for a in list_attn() if a != "none"]
+    cfgs += [dataclasses.replace(plain, skip_gate=g) for g in list_gates()]
+    cfgs.append(dataclasses.replace(plain, decoder="mix"))
+    cfgs.append(dataclasses.replace(plain, name="inversionnet"))
+    return cfgs
+
+
+def format_table(rows: list[dict], ref_flops: int | None = None) -> str:
+    lines = [f"{'model':<34} {'params':>12} {'GFLOPs':>9} {'x plain':>8}"]
+    for r in rows:
+        ratio = f"{r['flops'] / ref_flops:.3f}" if ref_flops else "-"
+        lines.append(f"{r['model']:<34} {r['params']:>12,} {r['flops'] / 1e9:>9.3f} {ratio:>8}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fwi.models.summary", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", default="unet", help="unet | inversionnet")
+    p.add_argument("--attn", default="none", help=f"attention block: {', '.join(list_attn())}")
+    for field, flag in PLACE_FLAGS.items():
+        p.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction, default=False,
+                       help=f"insert --attn at the {field.removesuffix('_attn')} place(s)")
+    p.add_argument("--skip-gate", default="none", help=f"gate on the skips: none, {', '.join(list_gates())}")
+    p.add_argument("--decoder", default="unet", help="unet | mix")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--base-channels", type=int, default=32)
+    p.add_argument("--norm", default="batch")
+    p.add_argument("--act", default="relu")
+    p.add_argument("--attn-reduction", type=int, default=None)
+    p.add_argument("--mix-dim", type=int, default=64)
+    p.add_argument("--mix-heads", type=int, default=4)
+    p.add_argument("--grid", type=int, nargs=2, default=[70, 70], metavar=("NZ", "NX"))
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--nt", type=int, default=1000)
+    p.add_argument("--nrec", type=int, default=70)
+    p.add_argument("--all-attn", action="store_true",
+                   help="one row per registered block (in encoder+skip), gate, mix decoder and InversionNet")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> ModelConfig:
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_shape, grid = (args.shots, args.nt, args.nrec), tuple(args.grid)
+    try:
+        cfg = config_from_args(args)
+        if args.all_attn:  # the rows choose block and places themselves
+            cfg = dataclasses.replace(cfg, attn="none", **{f: False for f in PLACE_FLAGS})
+        cfg.validate()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfgs = all_attn_configs(cfg) if args.all_attn else [cfg]
+    rows = [summarize(c, data_shape, grid) for c in cfgs]
+    print(f"gathers (S, T, R) = {data_shape}, grid = {grid}, FLOPs per sample (forward)")
+    print(format_table(rows, rows[0]["flops"] if args.all_attn else None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

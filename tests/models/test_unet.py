@@ -1,0 +1,332 @@
+"""AttentionUNet, mix decoder, ModelConfig / build_model and the summary tool (small sizes only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from fwi.models import AttentionUNet, ModelConfig, build_model, create_attn, list_attn
+from fwi.models.attention import create_gate, list_gates
+from fwi.models.mix_decoder import CrossAttention, MixAttentionDecoder
+from fwi.models.summary import count_flops, count_params
+from fwi.models.unet import stage_widths
+
+BLOCKS = [a for a in list_attn() if a != "none"]
+PLACES = ["encoder_attn", "skip_attn", "bottleneck_attn", "decoder_attn"]
+SMALL = dict(in_shots=3, nt=40, nrec=11, base_channels=4)
+
+
+def small_unet(grid=(30, 40), depth=3, **kw) -> AttentionUNet:
+    torch.manual_seed(0)
+    return AttentionUNet(grid=grid, depth=depth, **{**SMALL, **kw})
+
+
+def gathers(batch=2, shots=3, nt=40, nrec=11, seed=1) -> torch.Tensor:
+    return torch.randn(batch, shots, nt, nrec, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("decoder", ["unet", "mix"])
+@pytest.mark.parametrize("grid,depth", [((31, 45), 3), ((70, 70), 4), ((30, 40), 3), ((17, 9), 2)])
+def test_output_shapes_any_grid(grid, depth, decoder):
+    model = small_unet(grid, depth, decoder=decoder, mix_dim=8, mix_heads=2)
+    out = model(gathers())
+    assert set(out) == {"velocity", "salt_logits"}
+    assert out["velocity"].shape == (2, 1, *grid)
+    assert out["salt_logits"].shape == (2, 1, *grid)
+    assert out["velocity"].abs().max() <= 1.0
+    assert torch.isfinite(out["salt_logits"]).all()
+
+
+def test_any_survey_size_and_conv_downsampling():
+    model = small_unet((31, 45), 4, downsample="conv", in_shots=2, nt=333, nrec=57)
+    out = model(gathers(shots=2, nt=333, nrec=57))
+    assert out["velocity"].shape == (2, 1, 31, 45)
+
+
+def test_stage_widths_capped():
+    assert stage_widths(4, 32) == [32, 64, 128, 256, 512]
+    assert stage_widths(5, 64, 512) == [64, 128, 256, 512, 512, 512]
+
+
+# ---------------------------------------------------------------- attention placement
+
+
+def _se_params(c: int, reduction: int = 16, min_hidden: int = 8) -> int:
+    """Squeeze-excitation params written out: fc1 (C -> h, bias) + fc2 (h -> C, bias), h = max(C // r, 8)."""
+    h = max(c // reduction, min_hidden)
+    return c * h + h + h * c + c
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_se_parameter_increase_matches_widths(place):
+    depth, base = 3, 16
+    w = [base * 2 ** i for i in range(depth + 1)]  # 16, 32, 64, 128
+    expected_widths = {"encoder_attn": w[:depth], "skip_attn": w[:depth], "bottleneck_attn": [w[depth]],
+                       "decoder_attn": w[:depth]}[place]
+    kw = dict(grid=(20, 24), depth=depth, base_channels=base)
+    plain = count_params(small_unet(**kw))
+    with_se = count_params(small_unet(**kw, attn="se", **{place: True}))
+    assert with_se - plain == sum(_se_params(c) for c in expected_widths)
+
+
+def _count_blocks(model: nn.Module, block_type: type) -> int:
+    return sum(type(m) is block_type for m in model.modules())
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_each_place_inserts_block(name):
+    depth = 2
+    block_type = type(create_attn(name, 16))
+    expected = {"encoder_attn": depth, "skip_attn": depth, "bottleneck_attn": 1, "decoder_attn": depth}
+    kw = dict(grid=(12, 16), depth=depth, base_channels=16)
+    assert _count_blocks(small_unet(**kw, attn=name), block_type) == 0  # no place selected -> no block
+    for place, n in expected.items():
+        assert _count_blocks(small_unet(**kw, attn=name, **{place: True}), block_type) == n, place
+    both = small_unet(**kw, attn=name, encoder_attn=True, skip_attn=True)
+    assert _count_blocks(both, block_type) == 2 * depth
+    # The mix decoder has depth + 1 decoder stages, each followed by the block when decoder_attn is set.
+    mix = small_unet(**kw, attn=name, decoder="mix", decoder_attn=True, mix_dim=16, mix_heads=2)
+    assert _count_blocks(mix, block_type) == depth + 1
+
+
+def test_encoder_attention_changes_forward():
+    """The inserted block is on the data path: perturbing its parameters changes the output."""
+    model = small_unet(attn="se", encoder_attn=True).eval()
+    x = gathers()
+    ref = model(x)["velocity"]
+    se = next(m for m in model.encoder_attn if count_params(m))
+    with torch.no_grad():
+        for p in se.parameters():
+            p.add_(1.0)
+    assert not torch.allclose(model(x)["velocity"], ref)
+
+
+# ---------------------------------------------------------------- gates
+
+
+@pytest.mark.parametrize("gate_name", list_gates())
+@pytest.mark.parametrize("grid", [(31, 45), (30, 40)])
+def test_gate_changes_output_and_gets_gradients(gate_name, grid):
+    depth = 3
+    model = small_unet(grid, depth, skip_gate=gate_name).eval()
+    gate_type = type(create_gate(gate_name, 8, 16))
+    gates = [m for m in model.modules() if type(m) is gate_type]
+    assert len(gates) == depth
+    x = gathers()
+    out = model(x)
+    gated = out["velocity"].detach().clone()
+    (out["velocity"].square().sum() + out["salt_logits"].square().sum()).backward()
+    for g in gates:
+        for name, p in g.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+    class Bypass(nn.Module):
+        def forward(self, skip, gating):
+            return skip
+
+    model.decoder.gates = nn.ModuleList(Bypass() for _ in gates)
+    with torch.no_grad():
+        ungated = model(x)["velocity"]
+    assert ungated.shape == gated.shape
+    assert not torch.allclose(ungated, gated)
+
+
+@pytest.mark.parametrize("gate_name", list_gates())
+def test_gate_with_mix_decoder(gate_name):
+    """With the mix decoder, each lateral query but the coarsest is gated by the previous decoder output."""
+    depth = 3
+    model = small_unet((31, 45), depth, decoder="mix", mix_dim=8, mix_heads=2, skip_gate=gate_name)
+    gate_type = type(create_gate(gate_name, 8, 16))
+    assert sum(type(m) is gate_type for m in model.modules()) == depth
+    out = model(gathers())
+    assert out["velocity"].shape == (2, 1, 31, 45)
+
+
+# ---------------------------------------------------------------- mix decoder
+
+
+@pytest.mark.parametrize("grid,depth", [((31, 45), 3), ((70, 70), 4)])
+def test_mix_decoder_kv_tokens_and_queries(grid, depth):
+    dim, heads = 8, 2
+    model = small_unet(grid, depth, decoder="mix", mix_dim=dim, mix_heads=heads)
+    dec = model.decoder
+    assert isinstance(dec, MixAttentionDecoder)
+    n_stages = depth + 1
+    assert dec.n_stages == n_stages and len(dec.blocks) == n_stages
+
+    # Stage sizes with ceil-mode halving: finest first.
+    sizes = [grid]
+    for _ in range(depth):
+        sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+    coarse = sizes[-1]
+
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].shape, inp[1].shape, out.shape)))
+             for m in dec.modules() if isinstance(m, CrossAttention)]
+    model(gathers())
+    for h in hooks:
+        h.remove()
+    assert len(seen) == n_stages
+    widths = stage_widths(depth, SMALL["base_channels"])
+    stage_dims = [min(dim, c) for c in widths]  # a stage works at its lateral's width, capped at mix_dim
+    assert dec.stage_dims == stage_dims
+    for j, (q_shape, kv_shape, out_shape) in enumerate(seen):
+        stage = n_stages - 1 - j
+        # Queries: one token per pixel of the lateral feature of this stage.
+        assert q_shape == (2, sizes[stage][0] * sizes[stage][1], stage_dims[stage])
+        assert out_shape == q_shape
+        # Keys/values: every stage pooled to the coarsest size, projected to mix_dim, concatenated along channels.
+        assert kv_shape == (2, coarse[0] * coarse[1], n_stages * dim)
+        # Mix sources: decoder outputs for the j stages already decoded, encoder features otherwise.
+        in_features = [p.in_features for p in dec.blocks[j].mix_proj]
+        decoded = set(range(n_stages - j, n_stages))
+        assert in_features == [stage_dims[i] if i in decoded else widths[i] for i in range(n_stages)]
+        assert all(p.out_features == dim for p in dec.blocks[j].mix_proj)
+
+
+def test_mix_decoder_gradients_reach_all_params():
+    model = small_unet((31, 45), 3, decoder="mix", mix_dim=8, mix_heads=2)
+    out = model(gathers())
+    (out["velocity"].square().sum() + out["salt_logits"].square().sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+def test_mix_decoder_fusion_equals_concat_then_conv():
+    """The per-stage fusion equals the paper's order: resize all outputs, concatenate, one 1x1 conv."""
+    torch.manual_seed(0)
+    dec = MixAttentionDecoder([4, 8, 16], dim=8, heads=2, norm="none").eval()
+    feats = [torch.randn(2, 4, 13, 11), torch.randn(2, 8, 7, 6), torch.randn(2, 16, 4, 3)]
+    outputs = []
+    hooks = [p.register_forward_hook(lambda m, i, o: outputs.append(i[0])) for p in dec.fuse_proj]
+    fused = dec(feats)
+    for h in hooks:
+        h.remove()
+    # Hooks fire coarse -> fine; put the outputs back finest first.
+    outs = outputs[::-1]
+    ups = [torch.nn.functional.interpolate(o, size=(13, 11), mode="bilinear", align_corners=False) for o in outs]
+    weight = torch.cat([p.weight for p in dec.fuse_proj], dim=1)  # (dim, sum of stage widths, 1, 1)
+    ref = dec.fuse_act(torch.nn.functional.conv2d(torch.cat(ups, dim=1), weight, dec.fuse_proj[0].bias))
+    assert torch.allclose(fused, ref, atol=1e-5)
+
+
+def test_mix_decoder_uses_decoded_stages():
+    """Changing the coarsest decoder output changes a finer stage's kv, hence the result (true mix)."""
+    torch.manual_seed(0)
+    dec = MixAttentionDecoder([4, 8, 16], dim=8, heads=2).eval()
+    feats = [torch.randn(1, 4, 13, 11), torch.randn(1, 8, 7, 6), torch.randn(1, 16, 4, 3)]
+    ref = dec(feats)
+    assert ref.shape == (1, 8, 13, 11)
+    with torch.no_grad():
+        dec.blocks[0].ffn.fc2.bias.add_(1.0)  # only affects the coarsest decoder output
+    assert not torch.allclose(dec(feats), ref)
+
+
+# ---------------------------------------------------------------- config / build
+
+
+@pytest.mark.parametrize("field,value,valid", [
+    ("attn", "nope", "se"),
+    ("skip_gate", "nope", "gate"),
+    ("decoder", "nope", "mix"),
+    ("name", "nope", "inversionnet"),
+    ("norm", "nope", "group"),
+    ("act", "nope", "leaky_relu"),
+])
+def test_validate_names_valid_choices(field, value, valid):
+    with pytest.raises(ValueError) as e:
+        ModelConfig(**{field: value}).validate()
+    assert value in str(e.value) and valid in str(e.value)
+
+
+def test_validate_attn_without_place_and_place_without_attn():
+    with pytest.raises(ValueError) as e:
+        ModelConfig(attn="se").validate()
+    msg = str(e.value)
+    for flag in ("--encoder-attn", "--skip-attn", "--bottleneck-attn", "--decoder-attn"):
+        assert flag in msg
+    with pytest.raises(ValueError) as e:
+        ModelConfig(skip_attn=True).validate()
+    assert "--attn" in str(e.value) and "--skip-attn" in str(e.value)
+    ModelConfig(attn="se", skip_attn=True).validate()
+    ModelConfig().validate()
+
+
+def test_build_model_rejects_bad_config():
+    with pytest.raises(ValueError):
+        build_model(ModelConfig(attn="se"), (3, 40, 11), (20, 24))
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_build_every_block_forward_backward(name):
+    cfg = ModelConfig(attn=name, encoder_attn=True, skip_attn=True, depth=2, base_channels=8)
+    torch.manual_seed(0)
+    model = build_model(cfg, (3, 40, 11), (20, 28))
+    out = model(gathers())
+    loss = out["velocity"].square().mean() + out["salt_logits"].square().mean()
+    loss.backward()
+    assert out["velocity"].shape == (2, 1, 20, 28)
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "gelu", "silu"])
+def test_norms_and_acts_build(norm, act):
+    model = build_model(ModelConfig(depth=2, base_channels=4, norm=norm, act=act), (3, 40, 11), (12, 16))
+    assert model(gathers())["velocity"].shape == (2, 1, 12, 16)
+
+
+def test_attn_reduction_passed_only_where_accepted():
+    cfg = ModelConfig(attn="se", skip_attn=True, depth=2, base_channels=64, attn_reduction=4)
+    model = build_model(cfg, (3, 40, 11), (12, 16))
+    se_type = type(create_attn("se", 64))
+    ref = count_params(se_type(64, reduction=4)) + count_params(se_type(128, reduction=4))
+    assert sum(count_params(m) for m in model.modules() if type(m) is se_type) == ref
+    for name in BLOCKS:  # blocks without a reduction ratio simply ignore it
+        build_model(dataclasses.replace(cfg, attn=name), (3, 40, 11), (12, 16))
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_count_flops_single_conv_by_hand():
+    cin, cout, k, h, w = 3, 5, 3, 13, 17
+    conv = nn.Conv2d(cin, cout, k, padding=1)
+    assert count_flops(conv, torch.zeros(1, cin, h, w)) == 2 * cin * cout * k * k * h * w
+    assert count_params(conv) == cin * cout * k * k + cout
+
+
+def test_count_flops_counts_cpu_attention():
+    class Attn(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.scaled_dot_product_attention(x, x[:, :, :7], x[:, :, :7])
+
+    b, heads, n, d = 1, 2, 20, 8
+    # QK^T and AV: 2 matmuls of n x d x 7 per head, 2 FLOPs per multiply-add.
+    assert count_flops(Attn(), torch.zeros(b, heads, n, d)) == 2 * 2 * b * heads * n * 7 * d
+
+
+def test_summary_all_attn_cli():
+    cmd = [sys.executable, "-m", "fwi.models.summary", "--all-attn", "--grid", "12", "16", "--shots", "2",
+           "--nt", "24", "--nrec", "8", "--depth", "2", "--base-channels", "4"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split()[:2] for line in res.stdout.splitlines()]
+    labels = [" ".join(r) for r in rows]
+    for name in BLOCKS:
+        assert sum(label == f"unet {name}@encoder+skip" for label in labels) == 1, name
+    for gate in list_gates():
+        assert f"unet {gate}@skips" in labels
+    assert any(r[0] == "unet" and r[1][0].isdigit() for r in rows)  # the plain U-Net row
+    assert "unet mix-decoder" in labels
+    assert any(r[0] == "inversionnet" for r in rows)
