@@ -30,9 +30,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 @dataclass
 class ModelSection(ModelConfig):
-    """`ModelConfig` with its ``name`` field exposed as ``--model`` on the command line."""
+    """The network: family, attention block and its places, decoder, widths."""
 
-    name: Annotated[Literal["unet", "inversionnet"], tyro.conf.arg(name="model")] = "unet"
+    name: Annotated[Literal["unet", "inversionnet"], tyro.conf.arg(name="model")] = "unet"  # network family
 
 
 @dataclass

@@ -25,6 +25,11 @@ PRESETS: dict[str, Preset] = {
         sizes={"train": 4000, "val": 500, "test": 500},
         description="research setting: the OpenFWI geometry (70 x 70, 5 shots, 1000 x 1 ms, 70 receivers)",
     ),
+    "ablation70": Preset(
+        survey=Survey(),
+        sizes={"train": 3000, "val": 200, "test": 200},
+        description="the salt70 geometry sized for the recorded CPU ablation (configs/ablation_base.yaml)",
+    ),
     "quick": Preset(
         survey=Survey(),
         sizes={"train": 480, "val": 64, "test": 64},

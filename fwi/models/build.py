@@ -22,23 +22,21 @@ PLACE_FLAGS = {
 
 @dataclass
 class ModelConfig:
-    name: Literal["unet", "inversionnet"] = "unet"
-    attn: str = "none"  # block name from list_attn()
-    encoder_attn: bool = False
-    skip_attn: bool = False
-    bottleneck_attn: bool = False
-    decoder_attn: bool = False
-    skip_gate: str = "none"  # gate name from list_gates() or "none"
-    decoder: Literal["unet", "mix"] = "unet"
-    depth: int = 4
-    base_channels: int = 32
-    norm: str = "batch"
-    act: str = "relu"
-    # Channel reduction ratio for the blocks that take one; None keeps each block's own (paper) default
-    # (se/cbam 16, ca 32, scse 2, a2 4, aft 1, ...), since one shared ratio would distort several of them.
-    attn_reduction: int | None = None
-    mix_dim: int = 64
-    mix_heads: int = 4
+    name: Literal["unet", "inversionnet"] = "unet"  # network family
+    attn: str = "none"  # attention block name from list_attn()
+    encoder_attn: bool = False  # block after each encoder stage
+    skip_attn: bool = False  # block on the skip features
+    bottleneck_attn: bool = False  # block at the bottleneck
+    decoder_attn: bool = False  # block after each decoder stage
+    skip_gate: str = "none"  # gate on the skips (sees the decoder signal) from list_gates(), or "none"
+    decoder: Literal["unet", "mix"] = "unet"  # plain U-Net decoder or U-MixFormer-style mix attention
+    depth: int = 4  # number of downsamplings
+    base_channels: int = 32  # width of the first stage (doubles per stage, capped at 512)
+    norm: str = "batch"  # batch, instance, group or none
+    act: str = "relu"  # relu, leaky_relu, gelu or silu
+    attn_reduction: int | None = None  # channel reduction for blocks that take one; None: each block's paper value
+    mix_dim: int = 64  # mix decoder: token width per stage (at most)
+    mix_heads: int = 4  # mix decoder: attention heads
 
     def places(self) -> list[str]:
         return [f for f in PLACE_FLAGS if getattr(self, f)]

@@ -92,8 +92,7 @@ def _accepted_kwargs(factory: Callable, kwargs: dict) -> dict:
 
 def _registered(kind: str, name: str) -> Callable | None:
     from fwi.models.attention import registry
-    table = getattr(registry, "_ATTN" if kind == "attn" else "_GATES", {})
-    return table.get(name)
+    return registry.attn_class(name) if kind == "attn" else registry.gate_class(name)
 
 
 def make_attn(name: str, channels: int, **kwargs) -> nn.Module:

@@ -39,6 +39,16 @@ def list_gates() -> list[str]:
     return sorted(_GATES)
 
 
+def attn_class(name: str) -> Callable[..., nn.Module] | None:
+    """The registered constructor of block ``name`` (None for ``"none"`` or an unknown name)."""
+    return _ATTN.get(name)
+
+
+def gate_class(name: str) -> Callable[..., nn.Module] | None:
+    """The registered constructor of gate ``name`` (None if unknown)."""
+    return _GATES.get(name)
+
+
 def create_attn(name: str, channels: int, **kwargs) -> nn.Module:
     """Build attention block ``name`` for ``channels`` channels; ``"none"`` gives ``nn.Identity``."""
     if name == "none":
