@@ -63,7 +63,7 @@ from typing import Any, Sequence
 import yaml
 
 from fwi.cli import friendly_errors
-from fwi.config import Config, from_dict, load_config, parse_args
+from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
 SPEC_KEYS = ("name", "description", "base", "overrides", "baseline", "physics_weight", "physics_overrides", "wandb",
              "evaluate", "grid", "extra")
@@ -179,14 +179,7 @@ class Ablation:
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ablation spec {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from None
-    return spec
+    return read_yaml(path, "ablation spec")
 
 
 def _bool_list(value: Any, where: str) -> list[bool]:

@@ -165,16 +165,21 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """``yaml.safe_load`` of a file, with one-line errors for a missing file or invalid YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read a YAML config (``yaml.safe_load``) into a `Config`; None gives ``configs/default.yaml``."""
     path = Path(path) if path else DEFAULT_CONFIG
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from None
-    return from_dict(Config, data, str(path))
+    return from_dict(Config, read_yaml(path), str(path))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
