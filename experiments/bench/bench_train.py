@@ -117,7 +117,21 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement (CPU)")
     args = p.parse_args()
+    if args.memory_only:
+        peaks = {name: peak_memory_cpu(args.config, args.batch, name == "physics on")
+                 for name in ("physics off", "physics on")}
+        gib = 1024 ** 3
+        text = (f"# Peak memory of one training step (cpu, salt70 setting, batch {args.batch})\n\n"
+                f"Command: `python experiments/bench/bench_train.py --memory-only --batch {args.batch}`; peak RSS "
+                f"increase of one step in a fresh process (VmHWM reset in the child).\n\n"
+                f"| physics loss | peak RSS increase |\n|---|---|\n"
+                f"| off | {peaks['physics off'] / gib:.2f} GiB |\n| on (5 shots/sample) | {peaks['physics on'] / gib:.2f} GiB |\n")
+        print(text)
+        out = args.out or Path(__file__).parent / "results" / "train_memory_cpu.md"
+        out.write_text(text)
+        return
     device = resolve_device(args.device)
     torch.manual_seed(0)
     model, opt, loss_off, batch, raw, survey, norm = build(args.config, args.batch, device, physics=False)
