@@ -54,7 +54,7 @@ class Survey:
     accuracy: int = 4
     max_velocity: float = 5000.0
     strict_cfl: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # free-form provenance notes
 
     def __post_init__(self) -> None:
         if self.source_x is not None:
