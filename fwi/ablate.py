@@ -501,8 +501,11 @@ def run_flops(run_dir: Path) -> int | None:
     from fwi.physics import Survey
 
     try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("flops"):  # recorded by fwi.train since the summary has carried it
+            return int(summary["flops"])
         cfg = load_config(run_dir / "config.yaml")
-        state = load_checkpoint(run_dir / "best.pt")
+        state = summary if "data_shape" in summary else load_checkpoint(run_dir / "best.pt")
         shape = tuple(int(s) for s in state["data_shape"])
         model = build_model(cfg.model, shape, Survey.from_dict(state["survey"]).shape)
         return count_flops(model, torch.zeros(1, *shape))

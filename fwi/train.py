@@ -38,7 +38,7 @@ from fwi.data.store import read_info
 from fwi.losses import FWILoss
 from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
 from fwi.models import build_model
-from fwi.models.summary import count_params
+from fwi.models.summary import count_flops, count_params
 from fwi import viz
 
 
@@ -133,6 +133,11 @@ def prediction_figure(first: dict, normalizer, n: int, dx: float):
                                batch["salt_mask"][:n, 0], (pred["salt_logits"][:n, 0] > 0).float(),
                                titles=[f"#{int(i)}" for i in batch["index"][:n]], dx=dx,
                                vrange=(normalizer.v_min, normalizer.v_max))
+
+
+def batch_example(dataset: FWIDataset, device: torch.device) -> torch.Tensor:
+    """One sample's gathers as a (1, S, T, R) batch (for FLOP counting)."""
+    return dataset[0]["gathers"][None].to(device)
 
 
 def prepare_run_dir(cfg: Config) -> Path:
@@ -274,6 +279,8 @@ def train(cfg: Config) -> Path:
         val_metrics, first = evaluate_loader(model, val_loader, loss_fn, device, cfg.run.misfit_samples)
         viz.save(prediction_figure(first, normalizer, cfg.run.images or 4, survey.dx), run_dir / "predictions.png")
         summary = {"run": run_dir.name, "best_epoch": best_state["epoch"], "params": n_params,
+                   "flops": count_flops(model, batch_example(val_set, device)), "data_shape": list(data_shape),
+                   "survey": survey.to_dict(),
                    **{f"val/{k}": v for k, v in val_metrics.items()}}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"best epoch {best_state['epoch']}: val MAE {val_metrics['mae']:.4f} "
