@@ -62,6 +62,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from fwi.atomic import atomic_path, write_text
 from fwi.cli import friendly_errors
 from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
@@ -317,16 +318,6 @@ def _resolve(base: str, base_cfg: Config, merged: dict[str, Any], cell: Cell) ->
 
 
 # ---------------------------------------------------------------------------------------------------- running
-def write_text(path: Path, text: str) -> None:
-    """Atomic write: temporary file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cell_status(run_dir: Path) -> str:
     if (run_dir / "summary.json").exists():
         return "ok"
@@ -805,12 +796,8 @@ def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> li
 
 
 def _save_fig(fig, path: Path) -> str:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path.name
 
 

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from fwi import viz
+from fwi.atomic import atomic_path, write_text
 from fwi.checkpoint import CheckpointError, load_checkpoint
 from fwi.cli import friendly_errors
 from fwi.config import from_dict
@@ -525,32 +526,18 @@ def prepare_external(path: str | os.PathLike, run: LoadedRun, key: str | None = 
 
 # ---------------------------------------------------------------------------------------------------- reports
 def _save_figure(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         viz.save(fig, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp{dst.suffix}")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
-    """Write JSON atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=1))
 
 
 def write_report(evaluation: Evaluation, out: str | os.PathLike, figures: bool = True) -> Path:

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from fwi.cli import friendly_errors
 from fwi.data.geology import GeologyConfig, generate_model
 from fwi.data.presets import PRESETS, Preset, get_preset
-from fwi.data.store import ARRAYS, SPLITS, DatasetError, atomic_replace, tmp_path_for, write_dataset
+from fwi.atomic import atomic_path, write_text
+from fwi.data.store import ARRAYS, SPLITS, DatasetError, write_dataset
 from fwi.physics import Survey, forward_model
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -73,15 +74,10 @@ def model_part(part: Part, seed: int, survey: Survey, geology: GeologyConfig) ->
 
 
 def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray]) -> None:
-    final = parts_dir / part.filename
-    tmp = tmp_path_for(final)
-    try:
+    with atomic_path(parts_dir / part.filename) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, dtype in ARRAYS.items():
                 f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
-        atomic_replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_part(parts_dir: Path, part: Part) -> dict[str, np.ndarray]:
@@ -135,9 +131,7 @@ def prepare_parts_dir(parts_dir: Path, manifest: dict, resume: bool) -> None:
                                   "or --overwrite to start again")
         return
     parts_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_for(path)
-    tmp.write_text(json.dumps(manifest, indent=1))
-    atomic_replace(tmp, path)
+    write_text(path, json.dumps(manifest, indent=1))
 
 
 def generate_parts(parts_dir: Path, manifest: dict, parts: list[Part], workers: int, progress: bool = True) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import h5py
 import numpy as np
 
+from fwi.atomic import atomic_path
 from fwi.physics import Survey
 
 FORMAT = "fwi-dataset"
@@ -44,19 +45,6 @@ def package_versions() -> dict[str, str]:
 
     return {"fwi": fwi.__version__, "torch": torch.__version__, "deepwave": deepwave.__version__,
             "numpy": np.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
-
-
-def tmp_path_for(path: str | os.PathLike) -> Path:
-    """Sibling temporary path used for atomic writes (same directory, so ``os.replace`` is atomic)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_replace(tmp: Path, final: Path) -> None:
-    """fsync ``tmp`` and move it over ``final`` in one step."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
 
 
 def create_split(group: h5py.Group, n: int, survey: Survey) -> None:
@@ -94,9 +82,8 @@ def write_dataset(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_for(path)
     stats = RunningNormalisation()
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for name, content in splits.items():
                 if name not in SPLITS:
@@ -122,9 +109,6 @@ def write_dataset(
             f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
-        atomic_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -302,7 +302,7 @@ def _write(path: str | os.PathLike, traces: np.ndarray, interval: int, headers: 
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # also when segyio fails half way: nothing is left behind
     return path
 
 
