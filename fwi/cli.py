@@ -1,8 +1,13 @@
-"""Shared CLI plumbing: expected errors become one readable line on stderr and exit code 2."""
+"""Shared CLI plumbing: expected errors become one readable line on stderr and exit code 2.
+
+Set ``FWI_DEBUG=1`` to get the full traceback instead (the catch is broad: torch reports some user errors, such as
+running out of memory, as RuntimeError).
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -20,6 +25,8 @@ def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             print("interrupted", file=sys.stderr)
             return 130
         except USER_ERRORS as exc:
+            if os.environ.get("FWI_DEBUG"):
+                raise
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return wrapped

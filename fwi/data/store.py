@@ -19,7 +19,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import h5py
 import numpy as np
@@ -55,11 +55,6 @@ def create_split(group: h5py.Group, n: int, survey: Survey) -> None:
         shape = shapes[key]
         group.create_dataset(key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]) if n else None,
                              compression="gzip" if n else None, compression_opts=4 if n else None)
-
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
 
 
 def write_dataset(
