@@ -45,6 +45,7 @@ class DataConfig:
     time_decimation: int = 1  # keep every k-th time sample (anti-aliased) of the gathers
     mirror: bool = True  # left-right mirror augmentation (exact symmetry of the survey)
     num_workers: int = 0  # DataLoader worker processes
+    cache_gb: float = 4.0  # keep decoded samples in memory when a split fits in this many GiB (num_workers 0; 0 = off)
     generate_workers: int = 0  # processes for dataset generation (0 = all cores)
 
 
@@ -96,6 +97,8 @@ class Config:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if self.data.time_decimation < 1:
             raise ValueError(f"time_decimation must be >= 1, got {self.data.time_decimation}")
+        if self.data.cache_gb < 0:
+            raise ValueError(f"cache_gb must be >= 0 (0 = no cache), got {self.data.cache_gb}")
         return self
 
     def run_name(self) -> str:

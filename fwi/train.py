@@ -168,9 +168,10 @@ def train(cfg: Config) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
 
+    cache_gb = cfg.data.cache_gb if cfg.data.num_workers == 0 else 0.0  # a worker's cache would die with it
     train_set = FWIDataset(data_path, "train", time_decimation=cfg.data.time_decimation, mirror=cfg.data.mirror,
-                           seed=cfg.optim.seed)
-    val_set = FWIDataset(data_path, "val", time_decimation=cfg.data.time_decimation)
+                           seed=cfg.optim.seed, cache_gb=cache_gb)
+    val_set = FWIDataset(data_path, "val", time_decimation=cfg.data.time_decimation, cache_gb=cache_gb)
     survey, normalizer = train_set.survey, train_set.normalizer
     data_shape = tuple(train_set[0]["gathers"].shape)
     per_rank_batch = max(1, cfg.optim.batch_size // world_size)

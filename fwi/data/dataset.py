@@ -32,19 +32,30 @@ class SampleTransform:
                              f"by {survey.mirror_mismatch()} cells, so disable mirroring")
         self.normalizer, self.time_decimation, self.mirror = normalizer, time_decimation, mirror
 
-    def __call__(self, gathers: np.ndarray, velocity: np.ndarray, mask: np.ndarray, index: int,
-                 coin: tuple[int, ...] = ()) -> dict:
-        """``coin`` seeds the mirror decision (e.g. (seed, epoch, index)), so it is the same in any worker."""
+    def prepare(self, gathers: np.ndarray, velocity: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The deterministic part: float32 tensors, time decimation, normalisation (what a cache may keep)."""
         g = torch.from_numpy(np.array(gathers, dtype=np.float32))
         v = torch.from_numpy(np.array(velocity, dtype=np.float32))
         m = torch.from_numpy(np.array(mask, dtype=np.float32))
-        if self.mirror and np.random.default_rng([*coin, index]).random() < 0.5:
-            g, v, m = mirror_sample(g, v, m)
         if self.time_decimation > 1:
             g = decimate_time(g, self.time_decimation)
         if self.normalizer is not None:
             g, v = self.normalizer.gathers(g), self.normalizer.velocity(v)
-        return {"gathers": g.contiguous(), "velocity": v.contiguous(), "salt_mask": m.contiguous(), "index": index}
+        return g.contiguous(), v.contiguous(), m.contiguous()
+
+    def augment(self, g: torch.Tensor, v: torch.Tensor, m: torch.Tensor, index: int, coin: tuple[int, ...] = ()
+                ) -> dict:
+        """The random part: the mirror flip, seeded by ``coin`` + index (e.g. (seed, epoch)) so any worker agrees.
+
+        Mirroring permutes traces and columns only, so it commutes with decimation and normalisation.
+        """
+        if self.mirror and np.random.default_rng([*coin, index]).random() < 0.5:
+            g, v, m = (t.contiguous() for t in mirror_sample(g, v, m))
+        return {"gathers": g, "velocity": v, "salt_mask": m, "index": index}
+
+    def __call__(self, gathers: np.ndarray, velocity: np.ndarray, mask: np.ndarray, index: int,
+                 coin: tuple[int, ...] = ()) -> dict:
+        return self.augment(*self.prepare(gathers, velocity, mask), index, coin)
 
 
 class FWIDataset(Dataset):
@@ -55,11 +66,14 @@ class FWIDataset(Dataset):
     file's train split); ``mirror`` flips half of the samples left-right (augmentation), decided by
     (seed, epoch, index) so that the draw does not depend on workers or ranks (call `set_epoch` each epoch).
     The file is opened lazily in each process, so the dataset works with ``DataLoader(num_workers > 0)``.
+    ``cache_gb`` > 0 keeps each prepared (decimated, normalised) sample in memory after its first read when the
+    whole split fits in that many GiB: reading and decoding a gzip-compressed gather costs about as much as a
+    training step on a small network. The cache lives in the process that reads (use it with num_workers=0).
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", *, normalize: bool = True,
                  time_decimation: int = 1, mirror: bool = False, normalizer: Normalizer | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, cache_gb: float = 0.0) -> None:
         self.info = read_info(path)
         if split not in self.info.sizes:
             raise DatasetError(f"{path} has no {split!r} split (it has {', '.join(self.info.sizes) or 'none'})")
@@ -71,6 +85,13 @@ class FWIDataset(Dataset):
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self.seed, self.epoch = seed, 0
+        self.cache: dict[int, tuple[torch.Tensor, ...]] | None = {} if self.cache_bytes() <= cache_gb * 2**30 else None
+
+    def cache_bytes(self) -> int:
+        """Memory the prepared split takes (float32 gathers after decimation, velocity and mask)."""
+        s, t, r = self.survey.data_shape
+        t = -(-t // self.transform.time_decimation)
+        return len(self) * 4 * (s * t * r + 2 * self.survey.nz * self.survey.nx)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -87,12 +108,17 @@ class FWIDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        g = self._group()
-        try:
-            gathers, velocity, mask = g["gathers"][index], g["velocity"][index], g["salt_mask"][index]
-        except OSError as exc:
-            raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
-        return self.transform(gathers, velocity, mask, index, (self.seed, self.epoch))
+        cached = self.cache.get(index) if self.cache is not None else None
+        if cached is None:
+            g = self._group()
+            try:
+                gathers, velocity, mask = g["gathers"][index], g["velocity"][index], g["salt_mask"][index]
+            except OSError as exc:
+                raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
+            cached = self.transform.prepare(gathers, velocity, mask)
+            if self.cache is not None:
+                self.cache[index] = cached
+        return self.transform.augment(*cached, index, (self.seed, self.epoch))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

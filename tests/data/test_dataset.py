@@ -75,6 +75,26 @@ def test_mirror_augmentation_flips_about_half_the_samples(tiny):
             None, Survey(nz=20, nx=40, n_sources=2, source_x=(0.0, 100.0), n_receivers=10), mirror=True)
 
 
+def test_memory_cache_returns_the_same_samples_in_every_epoch(tiny):
+    plain = FWIDataset(tiny, "train", time_decimation=3, mirror=True, seed=4)
+    cached = FWIDataset(tiny, "train", time_decimation=3, mirror=True, seed=4, cache_gb=1.0)
+    for epoch in range(3):  # epoch 0 fills the cache, later epochs mirror cached samples
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            for key in ("gathers", "velocity", "salt_mask"):
+                assert torch.allclose(a[key], b[key], atol=1e-6), (epoch, i, key)
+    assert sorted(cached.cache) == list(range(len(cached)))
+    held = sum(t.numel() * t.element_size() for sample in cached.cache.values() for t in sample)
+    assert held == cached.cache_bytes()
+    # the cache never hands out a flipped copy as the stored sample
+    assert all(torch.allclose(cached.cache[i][1], plain.transform.prepare(*(
+        plain._group()[k][i] for k in ("gathers", "velocity", "salt_mask")))[1]) for i in range(len(cached)))
+    too_small = FWIDataset(tiny, "train", time_decimation=3, cache_gb=0.9 * held / 2**30)
+    assert too_small.cache is None
+
+
 def test_time_decimation_keeps_the_band_and_removes_aliases():
     t = np.arange(1000) * 0.001
     low = np.sin(2 * np.pi * 20 * t)
