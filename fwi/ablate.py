@@ -66,7 +66,7 @@ from fwi.atomic import atomic_path, write_text
 from fwi.cli import friendly_errors
 from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
-SPEC_KEYS = ("name", "description", "base", "overrides", "baseline", "physics_weight", "physics_overrides", "wandb",
+SPEC_KEYS = ("name", "description", "notes", "base", "overrides", "baseline", "physics_weight", "physics_overrides", "wandb",
              "evaluate", "grid", "extra")
 GRID_KEYS = ("variants", "physics", "seeds")
 EXTRA_KEYS = ("variant", "seeds", "physics")
@@ -654,6 +654,15 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
     lines = [f"# Ablation `{name}`", ""]
     if info["spec"].get("description"):
         lines += [str(info["spec"]["description"]).strip(), ""]
+    base_runs = [r for r in ok if r["variant"] == baseline and r.get("iou") is not None]
+    if base_runs:
+        ious = [r["iou"] for r in base_runs]
+        mean = sum(ious) / len(ious)
+        per_seed = ", ".join(f"seed {r['seed']}: {r['iou']:.3f}" for r in base_runs)
+        lines += [f"Has the baseline learned the salt? `{baseline}` reaches a salt IoU of {mean:.3f} on the "
+                  f"{base_runs[0]['source']} split ({per_seed}).", ""]
+    if info["spec"].get("notes"):
+        lines += ["## Preset", "", str(info["spec"]["notes"]).strip(), ""]
     lines += [f"- preset **{info['preset']}** (`{info['data']}`, data seed {info['data_seed']}), base config "
               f"`{info['base']}`, epochs: {info['epochs']}",
               f"- {len(rows)} cells: {len(ok)} finished, {len(failed)} failed, {len(pending)} not run",

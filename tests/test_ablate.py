@@ -33,7 +33,7 @@ def ablation(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ablate")
     data = generate(tmp / "tiny.h5", "tiny", sizes={"train": 4, "val": 2, "test": 2}, progress=False)
     # evaluate: false keeps the test fast; the test-split path is covered by test_report_prefers_test_metrics
-    spec = tiny_spec(data, evaluate=False, extra=[{"variant": {"label": "toobig", "batch_size": 64}, "seeds": [0]}])
+    spec = tiny_spec(data, evaluate=False, notes="Chosen so that **this note** reaches the report.", extra=[{"variant": {"label": "toobig", "batch_size": 64}, "seeds": [0]}])
     spec_path = tmp / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     out = tmp / "experiments"
@@ -90,6 +90,10 @@ def test_report_variants_and_baseline_difference(ablation):
     assert f"{statistics.fmean(none):.4f} ± {statistics.stdev(none):.4f}" in per_variant
     ranking = report.split("## Ranking")[1]
     assert "By MAE" in ranking and "By IoU" in ranking
+    iou = {r["seed"]: r["iou"] for r in rows if r["label"] == "none"}
+    assert (f"`none` reaches a salt IoU of {statistics.fmean(iou.values()):.3f} on the val split "
+            f"(seed 0: {iou[0]:.3f}, seed 1: {iou[1]:.3f})") in report
+    assert "## Preset\n\nChosen so that **this note** reaches the report." in report
 
 
 def test_wandb_summary_run_offline(ablation):

@@ -39,6 +39,8 @@ import numpy as np
 import segyio
 from segyio import BinField, TraceField
 
+from fwi.atomic import atomic_path
+
 Endian = Literal["auto", "big", "little"]
 
 TEXT_HEADER_BYTES = 3200
@@ -243,10 +245,6 @@ def read_velocity(path: str | os.PathLike, endian: Endian = "auto") -> tuple[np.
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _coordinate_scalar(values: np.ndarray) -> int:
     """Smallest SEG-Y coordinate scalar (1, -10, -100, -1000) that stores ``values`` (m) exactly as int32."""
     for divisor in (1, 10, 100, 1000):
@@ -281,28 +279,21 @@ def _write(path: str | os.PathLike, traces: np.ndarray, interval: int, headers: 
     long_lines = [k for k, line in text.items() if len(line) > 76]
     assert not long_lines, f"textual header lines {long_lines} exceed 76 characters"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
     spec = segyio.spec()
     spec.format = IEEE_FLOAT
     spec.samples = np.arange(ns) * interval / 1000.0
     spec.tracecount = n
     spec.endian = "big"
-    try:
-        with segyio.create(str(tmp), spec) as f:
-            f.text[0] = segyio.tools.create_text_header(text)
-            f.bin.update({BinField.Interval: interval, BinField.IntervalOriginal: interval, BinField.Samples: ns,
-                          BinField.SamplesOriginal: ns, BinField.Format: IEEE_FLOAT, BinField.MeasurementSystem: 1,
-                          **binary})
-            for i in range(n):
-                f.header[i] = {TraceField.TRACE_SEQUENCE_LINE: i + 1, TraceField.TRACE_SEQUENCE_FILE: i + 1,
-                               TraceField.TRACE_SAMPLE_COUNT: ns, TraceField.TRACE_SAMPLE_INTERVAL: interval,
-                               TraceField.CoordinateUnits: 1, **headers[i]}
-                f.trace[i] = traces[i]
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # also when segyio fails half way: nothing is left behind
+    with atomic_path(path) as tmp, segyio.create(str(tmp), spec) as f:  # segyio failing half way leaves nothing
+        f.text[0] = segyio.tools.create_text_header(text)
+        f.bin.update({BinField.Interval: interval, BinField.IntervalOriginal: interval, BinField.Samples: ns,
+                      BinField.SamplesOriginal: ns, BinField.Format: IEEE_FLOAT, BinField.MeasurementSystem: 1,
+                      **binary})
+        for i in range(n):
+            f.header[i] = {TraceField.TRACE_SEQUENCE_LINE: i + 1, TraceField.TRACE_SEQUENCE_FILE: i + 1,
+                           TraceField.TRACE_SAMPLE_COUNT: ns, TraceField.TRACE_SAMPLE_INTERVAL: interval,
+                           TraceField.CoordinateUnits: 1, **headers[i]}
+            f.trace[i] = traces[i]
     return path
 
 
