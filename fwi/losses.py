@@ -245,12 +245,13 @@ class FWILoss(nn.Module):
             n_segments=c.physics_checkpoint_segments or None))
 
     # ------------------------------------------------------------------ total
-    def forward(self, pred: dict, batch: dict, epoch: float = 0.0, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, pred: dict, batch: dict, epoch: float = 0.0, generator: torch.Generator | None = None,
+                with_physics: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its components (unweighted values, plus ``physics_weight_now`` and ``total``).
 
         A term with weight 0 adds nothing to the graph; its value is still reported when cheap (computed without
-        gradient). The physics term is only evaluated (deepwave run) when its current weight is > 0.
+        gradient). The physics term is only evaluated (deepwave run) when its current weight is > 0 and
+        ``with_physics`` (validation leaves it out: the data misfit is measured separately there).
         """
         c = self.cfg
         v_pred = pred["velocity"]
@@ -287,7 +288,7 @@ class FWILoss(nn.Module):
                                "'salt_mask'")
             comps["salt_bce"] = comps["salt_dice"] = 0.0
 
-        w_phys = self.physics_weight_at(epoch)
+        w_phys = self.physics_weight_at(epoch) if with_physics else 0.0
         comps["physics_weight_now"] = w_phys
         if w_phys > 0:
             self.last_shots = self.choose_shots(v_pred.shape[0], generator)

@@ -96,7 +96,11 @@ def start_wandb(cfg: Config, run_dir: Path, extra: dict[str, Any]):
 @torch.no_grad()
 def evaluate_loader(model: torch.nn.Module, loader: DataLoader, loss_fn: FWILoss, device: torch.device,
                     misfit_samples: int = 0) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Mean metrics over ``loader`` and the first batch's tensors (for figures)."""
+    """Mean metrics over ``loader`` and the first batch's tensors (for figures).
+
+    Besides the metrics: ``loss`` (the training loss without its physics term: comparable with train/total when
+    the physics loss is off) and its parts ``salt_bce`` and ``salt_dice``, to watch for over-fitting.
+    """
     model.eval()
     sums: dict[str, float] = {}
     count, first, misfits = 0, None, []
@@ -108,6 +112,8 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, loss_fn: FWILoss
         n = batch["velocity"].shape[0]
         values = {**velocity_metrics(pred["velocity"], batch["velocity"], normalizer),
                   **salt_metrics(pred["salt_logits"], batch["salt_mask"])}
+        _, parts = loss_fn(pred, batch, with_physics=False)
+        values.update(loss=parts["total"], salt_bce=parts["salt_bce"], salt_dice=parts["salt_dice"])
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
         count += n

@@ -69,6 +69,11 @@ def test_outputs_and_checkpoint_contents(dataset, tmp_path):
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = min(history, key=lambda r: r["val/mae"])
     assert state["epoch"] == best["epoch"] and state["best"] == pytest.approx(best["val/mae"])
+    cfg = load_config(run / "config.yaml")
+    for rec in history:  # the validation loss (losses.py) agrees with the metrics (metrics.py): L1 = MAE, no SSIM
+        w = cfg.loss.salt_weight
+        assert rec["val/loss"] == pytest.approx(rec["val/mae"] + w * (rec["val/salt_bce"] + rec["val/salt_dice"]))
+        assert 0 < rec["val/salt_dice"] < 1 and rec["val/salt_bce"] > 0
     assert load_config(run / "config.yaml").data.data == str(dataset)  # the resolved config is saved
     summary = json.loads((run / "summary.json").read_text())
     assert summary["val/mae"] == pytest.approx(best["val/mae"], rel=1e-5)
