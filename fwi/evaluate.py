@@ -164,7 +164,8 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{checkpoint}: the weights do not fit the configured model "
                               f"({' '.join(line.strip() for line in first[:3])})") from None
-    model.to(device).eval()
+    channels_last = bool(config.get("optim", {}).get("channels_last", False))
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
     return LoadedRun(model=model, config=config, survey=survey, normalizer=normalizer, data_shape=data_shape,
                      time_decimation=time_decimation, checkpoint=checkpoint.resolve(), device=device,
                      epoch=int(state.get("epoch", 0)), data=str(state.get("data", "")))

@@ -190,6 +190,8 @@ def train(cfg: Config) -> Path:
         raise ValueError(f"the train split ({len(train_set)} samples) is smaller than one batch of {per_rank_batch}")
 
     model = build_model(cfg.model, data_shape, survey.shape).to(device)
+    memory_format = torch.channels_last if cfg.optim.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     loss_fn = FWILoss(cfg.loss, survey, normalizer, data_time_decimation=cfg.data.time_decimation)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * len(loader)
@@ -232,7 +234,7 @@ def train(cfg: Config) -> Path:
         for step, batch in enumerate(bar):
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with autocast:
-                pred = net(batch["gathers"])
+                pred = net(batch["gathers"].contiguous(memory_format=memory_format))
             pred = {k: v.float() for k, v in pred.items()}
             loss, parts = loss_fn(pred, batch, epoch=epoch + step / len(loader),
                                   generator=step_generator(cfg.optim.seed, epoch, step, rank))

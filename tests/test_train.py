@@ -87,6 +87,18 @@ def test_outputs_and_checkpoint_contents(dataset, tmp_path):
     assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_memory_layout_changes_only_rounding(dataset, tmp_path):
+    """optim.channels_last (default) and the NCHW layout train the same network up to float rounding."""
+    nhwc = train(parse_args(tiny_args(dataset, tmp_path, "--name", "nhwc", "--epochs", "1")))
+    nchw = train(parse_args(tiny_args(dataset, tmp_path, "--name", "nchw", "--epochs", "1", "--no-channels-last")))
+    a, b = weights(nhwc), weights(nchw)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4), k
+    moved = sum(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+    assert moved > 0  # the two runs really used different kernels
+
+
 def test_missing_dataset_is_generated_first(tmp_path):
     data = tmp_path / "made.h5"
     proc = run_cli(*tiny_args(data, tmp_path / "runs", "--epochs", "1", "--name", "x"))

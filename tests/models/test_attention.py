@@ -227,6 +227,26 @@ def test_no_dead_parameters(name: str, channels: int):
         assert p.grad.abs().max() > 1e-10, f"{name}: parameter {n} does not influence the output"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_layout_gives_the_same_block(name: str):
+    """Training runs NHWC (optim.channels_last): a block must not depend on the memory layout, forward or backward."""
+    torch.manual_seed(2)
+    block = create_attn(name, 16).to(torch.float64).eval()
+    _randomise_bn(block)
+    x = torch.randn(2, 16, 7, 9, dtype=torch.float64)
+    g = torch.randn(2, 16, 7, 9, dtype=torch.float64)
+    outputs = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        block.zero_grad()
+        xi = x.clone().contiguous(memory_format=fmt).requires_grad_()
+        y = block.to(memory_format=fmt)(xi)
+        (y * g).sum().backward()
+        outputs.append((y.detach(), xi.grad, [p.grad.clone() for p in block.parameters()]))
+    (y0, gx0, gp0), (y1, gx1, gp1) = outputs
+    assert torch.allclose(y0, y1, atol=1e-10) and torch.allclose(gx0, gx1, atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(gp0, gp1))
+
+
 # ----------------------------------------------------------------------------------------------- references
 def test_se_reference():
     torch.manual_seed(0)
