@@ -1,9 +1,13 @@
 """Side-by-side training-step cost of the model variants at the salt70 size.
 
     python experiments/bench/bench_models.py [--batch 16] [--repeats 5] [--warmup 1] [--device auto] [--out PATH]
+        [--layout nhwc|nchw] [--base 32] [--nt 1000] [--only REGEX]
 
 Variants (all base 32, depth 4 unless said): plain U-Net; every registered attention block in encoder+skip;
 ca in each single place; the mix-attention decoder; the attention gate(s) on the skips; InversionNet.
+With ``--layout nhwc`` (training's default, optim.channels_last) the plain U-Net also runs in the NCHW layout as
+one more variant, so the table gives the layout's gain side by side. ``--base 16 --nt 125 --batch 32`` is the
+ablation's setting (base-16 U-Net, gathers decimated 8x in time).
 
 One step = forward + loss (MSE on velocity + BCE on the salt logits) + backward + Adam step, on fixed random
 gathers (B, 5, 1000, 70) and targets on a 70 x 70 grid. Timings are interleaved so machine noise hits all
@@ -41,13 +45,13 @@ from fwi.models.attention import list_attn, list_gates  # noqa: E402
 from fwi.models.build import PLACE_FLAGS  # noqa: E402
 from fwi.models.summary import count_flops, count_params, describe  # noqa: E402
 
-DATA_SHAPE = (5, 1000, 70)
 GRID = (70, 70)
 # Targets from the issue: step time over the plain U-Net.
 TARGETS = {**{f"unet {a}@encoder+skip": 1.10 for a in ("se", "eca", "ca", "cbam", "scse")}, "unet mix-decoder": 1.5}
 
 
 def variants(base: ModelConfig) -> list[ModelConfig]:
+    """The variants benchmarked, the plain U-Net first."""
     plain = dataclasses.replace(base, name="unet", attn="none", skip_gate="none", decoder="unet",
                                 **{f: False for f in PLACE_FLAGS})
     out = [plain]
@@ -68,16 +72,18 @@ def pick_device(name: str) -> torch.device:
 class Runner:
     """A model with its optimizer and fixed batch; ``step()`` returns the wall time of one training step."""
 
-    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device, seed: int = 0):
+    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device, data_shape: tuple[int, int, int],
+                 channels_last: bool = True, seed: int = 0):
         torch.manual_seed(seed)
-        self.cfg, self.label, self.device = cfg, describe(cfg), device
-        self.model = build_model(cfg, DATA_SHAPE, GRID)
+        self.cfg, self.label, self.device = cfg, describe(cfg) + ("" if channels_last else " (NCHW)"), device
+        self.model = build_model(cfg, data_shape, GRID)
         self.params = count_params(self.model)
-        self.flops = count_flops(self.model, torch.zeros(1, *DATA_SHAPE))
-        self.model.to(device).train()
+        self.flops = count_flops(self.model, torch.zeros(1, *data_shape))
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(device, memory_format=fmt).train()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(batch, *DATA_SHAPE, generator=g).to(device)
+        self.x = torch.randn(batch, *data_shape, generator=g).to(device).contiguous(memory_format=fmt)
         self.vel = (torch.rand(batch, 1, *GRID, generator=g) * 2 - 1).to(device)
         self.mask = (torch.rand(batch, 1, *GRID, generator=g) > 0.7).float().to(device)
         self.times: list[float] = []
@@ -100,12 +106,16 @@ class Runner:
 
 def run(args: argparse.Namespace) -> tuple[list[dict], str]:
     device = pick_device(args.device)
-    base = ModelConfig(depth=4, base_channels=32)
+    base = ModelConfig(depth=4, base_channels=args.base)
     cfgs = variants(base)
     if args.only:  # the plain U-Net (first) is always kept: it is the reference
         pattern = re.compile(args.only)
         cfgs = cfgs[:1] + [c for c in cfgs[1:] if pattern.search(describe(c))]
-    runners = [Runner(cfg, args.batch, device) for cfg in cfgs]
+    nhwc = args.layout == "nhwc"
+    shape = (5, args.nt, 70)
+    runners = [Runner(cfg, args.batch, device, shape, channels_last=nhwc) for cfg in cfgs]
+    if nhwc:
+        runners.insert(1, Runner(cfgs[0], args.batch, device, shape, channels_last=False))
     n = len(runners)
     for _ in range(args.warmup):
         for r in runners:
@@ -144,8 +154,8 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, device: str, command
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
         f"device {device} ({dev_name}); threads {torch.get_num_threads()}",
-        f"- input: gathers (B, S, T, R) = ({args.batch}, {', '.join(map(str, DATA_SHAPE))}), grid {GRID[0]} x {GRID[1]}; "
-        f"U-Nets base 32, depth 4",
+        f"- input: gathers (B, S, T, R) = ({args.batch}, 5, {args.nt}, 70), grid {GRID[0]} x {GRID[1]}; "
+        f"U-Nets base {args.base}, depth 4; memory layout {args.layout.upper()}",
         f"- step = forward + MSE/BCE loss + backward + Adam step; {args.warmup} warm-up step(s), then {args.repeats} "
         "interleaved rounds (each variant's step paired with a plain U-Net step just before it, rotating start)",
         "- FLOPs: forward, per sample, FlopCounterMode (conv/linear/matmul/attention only)",
@@ -167,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", type=Path, default=None, help="markdown output (default results/models_<device>.md)")
+    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+                   help="memory layout of every variant (nhwc = training's default; adds a plain NCHW row)")
+    p.add_argument("--base", type=int, default=32, help="U-Net base width (the ablation uses 16)")
+    p.add_argument("--nt", type=int, default=1000, help="time samples per trace (the ablation's decimated data: 125)")
     p.add_argument("--only", default=None, help="regex on variant labels to run a subset (plain U-Net always kept)")
     args = p.parse_args(argv)
     command = "python " + shlex.join([str(Path(sys.argv[0]).resolve().relative_to(ROOT))
