@@ -34,6 +34,7 @@ from fwi.cli import friendly_errors
 from fwi.config import Config, parse_args, save_config
 from fwi.data.dataset import FWIDataset
 from fwi.data.generate import generate
+from fwi.data.presets import PRESETS
 from fwi.data.store import read_info
 from fwi.losses import FWILoss
 from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
@@ -56,8 +57,19 @@ def ensure_dataset(cfg: Config) -> Path:
             generate(path, cfg.data.preset, seed=cfg.data.data_seed, workers=cfg.data.generate_workers or
                      (os.cpu_count() or 1), resume=True, progress=cfg.run.progress)
         D.barrier()
-    read_info(path)  # validates, with a clear message for a corrupt file
+    info = read_info(path)  # validates, with a clear message for a corrupt file
+    made = info.attrs.get("generator")
+    if (isinstance(made, dict) and made.get("preset") == cfg.data.preset
+            and str(info.attrs.get("seed")) == str(cfg.data.data_seed)):
+        expected = PRESETS[cfg.data.preset].sizes if cfg.data.preset in PRESETS else info.sizes
+        if info.sizes != expected and D.is_main():  # generated with other sizes, or the preset changed since
+            print(f"note: {path} holds preset {cfg.data.preset!r} with {_sizes(info.sizes)}; the preset now has "
+                  f"{_sizes(expected)} (delete the file to regenerate it from the preset)", file=sys.stderr)
     return path
+
+
+def _sizes(sizes: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sizes.items())
 
 
 def step_generator(seed: int, *keys: int) -> torch.Generator:

@@ -99,12 +99,16 @@ def test_memory_layout_changes_only_rounding(dataset, tmp_path):
     assert moved > 0  # the two runs really used different kernels
 
 
-def test_missing_dataset_is_generated_first(tmp_path):
+def test_missing_dataset_is_generated_first(dataset, tmp_path):
     data = tmp_path / "made.h5"
     proc = run_cli(*tiny_args(data, tmp_path / "runs", "--epochs", "1", "--name", "x"))
     assert proc.returncode == 0, proc.stderr
     assert "generating preset 'tiny'" in proc.stdout and data.exists()
-    assert "val MAE" in proc.stdout
+    assert "val MAE" in proc.stdout and "note:" not in proc.stderr
+    # a file made from the same preset with other sizes (here the module's dataset) is used, with a note
+    proc = run_cli(*tiny_args(dataset, tmp_path / "runs", "--epochs", "1", "--name", "y"))
+    assert proc.returncode == 0, proc.stderr
+    assert "holds preset 'tiny' with train 8, val 2, test 2; the preset now has train 12, val 4, test 4" in proc.stderr
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_only_good_checkpoints(dataset, tmp_path):

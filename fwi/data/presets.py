@@ -27,7 +27,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "ablation70": Preset(
         survey=Survey(),
-        sizes={"train": 3000, "val": 200, "test": 200},
+        sizes={"train": 6000, "val": 200, "test": 200},
         description="the salt70 geometry sized for the recorded CPU ablation (configs/ablation_base.yaml)",
     ),
     "quick": Preset(
