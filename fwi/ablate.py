@@ -850,6 +850,17 @@ def log_summary(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[d
     return run_dir
 
 
+def _refresh_prose(info: dict[str, Any]) -> None:
+    """Take description and notes from the spec file as it is now (they may be written after the runs started)."""
+    try:
+        spec = read_yaml(Path(info["spec_path"]))
+    except (KeyError, OSError, ValueError):
+        return
+    if isinstance(spec, dict) and spec.get("name") == info["name"]:
+        for key in ("description", "notes"):
+            info["spec"][key] = spec.get(key)
+
+
 def build_report(abl_dir: Path, wandb: str = "disabled") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """results.csv, report.md, the plots (and the W&B summary run unless disabled) from the run directories."""
     info = _read_json(abl_dir / "ablation.json")
@@ -857,6 +868,7 @@ def build_report(abl_dir: Path, wandb: str = "disabled") -> tuple[list[dict[str,
         raise FileNotFoundError(f"{abl_dir / 'ablation.json'} not found: is {abl_dir} an ablation directory "
                                 "(written by `python -m fwi.ablate SPEC.yaml`)?")
     info["out"] = str(abl_dir.parent)
+    _refresh_prose(info)
     rows = collect(info, abl_dir)
     write_csv(rows, abl_dir / "results.csv")
     rows = read_csv(abl_dir / "results.csv")  # the report uses exactly what the CSV holds

@@ -120,6 +120,18 @@ def test_report_subcommand_rebuilds_identical_csv(ablation, capsys):
     assert (abl_dir / "results.csv").read_bytes() == before
     assert (abl_dir / "report.md").read_text() == report_before
     assert (abl_dir / "metrics_bars.png").exists()
+    # notes written into the spec after the runs started reach the rebuilt report (only the prose is re-read)
+    spec_text = ablation["spec"].read_text()
+    spec = yaml.safe_load(spec_text)
+    ablation["spec"].write_text(yaml.safe_dump({**spec, "notes": "Measured later.", "epochs_note": "ignored"}))
+    try:
+        assert ablate.main(["report", str(abl_dir)]) == 0
+        report = (abl_dir / "report.md").read_text()
+        assert "## Preset\n\nMeasured later." in report and "this note" not in report
+        assert report.replace("Measured later.", "Chosen so that **this note** reaches the report.") == report_before
+    finally:
+        ablation["spec"].write_text(spec_text)
+        ablate.main(["report", str(abl_dir)])
     assert not list(abl_dir.glob(".*.tmp*"))  # atomic writes leave no temporary files
 
 
