@@ -71,6 +71,7 @@ class LossConfig:
     physics_weight: float = 0.0  # physics-informed data misfit
     physics_norm: Literal["l1", "l2"] = "l2"
     physics_shots: int = 0  # shots modelled per sample (0 = all); random subset per sample
+    physics_samples: int = 0  # samples of each batch re-modelled (0 = all); random subset per batch
     physics_start_epoch: int = 0  # physics term off before this epoch
     physics_ramp_epochs: int = 0  # then linear ramp of its weight over this many epochs
     physics_storage: Literal["device", "cpu", "disk"] = "device"
@@ -91,7 +92,7 @@ class LossConfig:
                 raise ValueError(f"loss.{name} must be a finite number >= 0, got {value}")
         if all(float(getattr(self, name)) == 0 for name in weights):
             raise ValueError(f"at least one of loss.{', loss.'.join(weights)} must be > 0 (nothing to train on)")
-        for name, low in (("physics_shots", 0), ("physics_start_epoch", 0), ("physics_ramp_epochs", 0),
+        for name, low in (("physics_shots", 0), ("physics_samples", 0), ("physics_start_epoch", 0), ("physics_ramp_epochs", 0),
                           ("physics_gradient_sampling", 1), ("physics_checkpoint_segments", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -170,7 +171,8 @@ class FWILoss(nn.Module):
         self.cfg, self.survey, self.normalizer = cfg, survey, normalizer
         self.data_time_decimation = int(data_time_decimation)
         self.n_forward_calls = 0
-        self.last_shots: torch.Tensor | None = None
+        self.last_shots: torch.Tensor | None = None  # (B', S') shots of the last physics evaluation
+        self.last_samples: torch.Tensor | None = None  # (B',) batch samples of the last physics evaluation
 
     # ------------------------------------------------------------------ physics
     def physics_weight_at(self, epoch: float) -> float:
@@ -196,6 +198,14 @@ class FWILoss(nn.Module):
         device = generator.device if generator is not None else torch.device("cpu")
         keys = torch.rand(batch_size, s, generator=generator, device=device)
         return keys.argsort(dim=1)[:, :k].sort(dim=1).values
+
+    def choose_samples(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """(B',) sorted distinct sample indices of a batch to re-model, drawn with ``generator``; None = all."""
+        k = self.cfg.physics_samples
+        if k == 0 or k >= batch_size:
+            return None
+        device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randperm(batch_size, generator=generator, device=device)[:k].sort().values
 
     def model_gathers(self, velocity: torch.Tensor, shots: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised, decimated gathers (B, S', T', R) of normalised velocities (B, 1, nz, nx) or (B, nz, nx).
@@ -291,8 +301,13 @@ class FWILoss(nn.Module):
         w_phys = self.physics_weight_at(epoch) if with_physics else 0.0
         comps["physics_weight_now"] = w_phys
         if w_phys > 0:
-            self.last_shots = self.choose_shots(v_pred.shape[0], generator)
-            phys = self.physics_loss(v_pred, batch["gathers"], self.last_shots)
+            self.last_samples = self.choose_samples(v_pred.shape[0], generator)
+            v_phys, observed = v_pred, batch["gathers"]
+            if self.last_samples is not None:
+                idx = self.last_samples.to(v_pred.device)
+                v_phys, observed = v_pred[idx], observed[idx]
+            self.last_shots = self.choose_shots(v_phys.shape[0], generator)
+            phys = self.physics_loss(v_phys, observed, self.last_shots)
             terms.append(w_phys * phys)
             comps["physics"] = phys.detach()
         else:

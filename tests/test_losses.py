@@ -90,8 +90,9 @@ def test_config_defaults_are_valid_and_flat():
     LossConfig().validate()
     names = [f.name for f in dataclasses.fields(LossConfig)]
     assert names == ["velocity_loss", "supervised_weight", "ssim_weight", "salt_weight", "physics_weight",
-                     "physics_norm", "physics_shots", "physics_start_epoch", "physics_ramp_epochs", "physics_storage",
-                     "physics_compression", "physics_gradient_sampling", "physics_checkpoint_segments"]
+                     "physics_norm", "physics_shots", "physics_samples", "physics_start_epoch", "physics_ramp_epochs",
+                     "physics_storage", "physics_compression", "physics_gradient_sampling",
+                     "physics_checkpoint_segments"]
     with pytest.raises(ValueError, match="must divide"):
         FWILoss(physics_cfg(physics_gradient_sampling=4), SURVEY, Normalizer(1500, 4000, -1, 1))  # 150 % 4 != 0
 
@@ -203,6 +204,32 @@ def test_shot_subsampling_is_reproducible_and_equals_the_misfit_of_those_shots(s
     # two distinct shots per sample with physics_shots=2
     two = FWILoss(physics_cfg(physics_shots=2), SURVEY, norm).choose_shots(5, torch.Generator().manual_seed(3))
     assert two.shape == (5, 2) and bool((two[:, 1] > two[:, 0]).all())
+
+
+def test_sample_subsampling_equals_the_misfit_of_those_samples(setup):
+    norm, batch = setup[1]
+    loss = FWILoss(physics_cfg(physics_samples=1, physics_shots=2), SURVEY, norm)
+    v = perturbed(batch["velocity"])
+    _, comps = loss(pred_of(v), batch, generator=torch.Generator().manual_seed(5))
+    (b,), shots = loss.last_samples.tolist(), loss.last_shots
+    assert shots.shape == (1, 2)
+    picked = set()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        picked.add(int(loss.choose_samples(2, gen)[0]))
+    assert picked == {0, 1}  # random, not always the first sample
+    # independent recomputation: only sample b, only its shots
+    modelled = norm.gathers(forward_model(norm.velocity_inverse(v[b:b + 1, 0]), SURVEY, shots=shots[0].tolist()))
+    expected = (modelled[0] - batch["gathers"][b, shots[0]]).pow(2).mean()
+    assert comps["physics"] == pytest.approx(float(expected), rel=1e-5)
+    # the other sample gets no gradient from the physics term
+    v_req = v.clone().requires_grad_()
+    total, _ = FWILoss(physics_cfg(physics_samples=1, supervised_weight=0.0, salt_weight=0.0), SURVEY, norm)(
+        pred_of(v_req), batch, generator=torch.Generator().manual_seed(5))
+    total.backward()
+    grad_norms = v_req.grad.flatten(1).abs().sum(1)
+    assert grad_norms[b] > 0 and grad_norms[1 - b] == 0
+    assert FWILoss(physics_cfg(physics_samples=4), SURVEY, norm).choose_samples(3) is None  # k >= B: all
 
 
 def test_unsupervised_mode_gets_its_gradient_only_through_physics(setup):
