@@ -32,7 +32,8 @@ from fwi.cli import friendly_errors
 from fwi.data.geology import GeologyConfig, generate_model
 from fwi.data.presets import PRESETS, Preset, get_preset
 from fwi.atomic import atomic_path, write_text
-from fwi.data.store import ARRAYS, SPLITS, DatasetError, write_dataset
+from fwi.data.store import (ARRAYS, SPLITS, DatasetError, RunningNormalisation, check_sample_arrays, create_split,
+                            write_block, write_dataset)
 from fwi.physics import Survey, forward_model
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -73,16 +74,17 @@ def model_part(part: Part, seed: int, survey: Survey, geology: GeologyConfig) ->
     return {"velocity": velocity[:, None], "salt_mask": mask[:, None], "gathers": gathers}
 
 
-def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray]) -> None:
+def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray], survey: Survey) -> None:
+    """Check a generated block and store it in the dataset's own layout (compressed by the worker, so that the
+    merge copies its chunks as they are), with its normalisation statistics as an attribute."""
+    check_sample_arrays(arrays, survey)
+    stats = RunningNormalisation()
+    stats.update(arrays["velocity"], arrays["gathers"])
     with atomic_path(parts_dir / part.filename) as tmp:
         with h5py.File(tmp, "w") as f:
-            for key, dtype in ARRAYS.items():
-                f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
-
-
-def read_part(parts_dir: Path, part: Part) -> dict[str, np.ndarray]:
-    with h5py.File(parts_dir / part.filename, "r") as f:
-        return {key: f[key][()] for key in ARRAYS}
+            create_split(f, part.count, survey)
+            write_block(f, slice(0, part.count), arrays)
+            f.attrs["normalisation"] = json.dumps(stats.result())
 
 
 def part_is_complete(parts_dir: Path, part: Part) -> bool:
@@ -110,7 +112,7 @@ def _init_worker(parts_dir: str, seed: int, survey_json: str, geology: dict, thr
 
 def _run_part(part: Part) -> Part:
     w = _WORKER
-    write_part(w["parts_dir"], part, model_part(part, w["seed"], w["survey"], w["geology"]))
+    write_part(w["parts_dir"], part, model_part(part, w["seed"], w["survey"], w["geology"]), w["survey"])
     return part
 
 
@@ -176,9 +178,10 @@ def merge_parts(out: Path, parts_dirs: list[Path], overwrite: bool = False, clea
                            "finish every shard (or run with --resume) before merging")
     survey = Survey.from_dict(manifest["survey"])
 
-    def blocks(split: str) -> Iterator[tuple[slice, dict]]:
+    def blocks(split: str) -> Iterator[tuple[slice, h5py.Group]]:
         for part in (p for p in parts if p.split == split):
-            yield slice(part.start, part.start + part.count), read_part(where[part], part)
+            with h5py.File(where[part] / part.filename, "r") as f:
+                yield slice(part.start, part.start + part.count), f
 
     splits = {s: blocks(s) for s in SPLITS if s in manifest["sizes"]}
     write_dataset(out, splits, survey, sizes=manifest["sizes"], overwrite=overwrite,

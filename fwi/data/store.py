@@ -57,9 +57,33 @@ def create_split(group: h5py.Group, n: int, survey: Survey) -> None:
                              compression="gzip" if n else None, compression_opts=4 if n else None)
 
 
+def write_block(group: h5py.Group, where: slice, block: Mapping[str, np.ndarray] | h5py.Group) -> None:
+    """Write a block of samples into a split at rows ``where``.
+
+    A block that is itself an HDF5 group in this layout (same dtypes, one-sample chunks, same filters, e.g. a
+    generation part) is copied chunk by chunk without decompressing and recompressing it.
+    """
+    if isinstance(block, h5py.Group) and all(_same_storage(block[k], group[k]) for k in ARRAYS):
+        for key in ARRAYS:
+            src, dst = block[key].id, group[key].id
+            tail = (0,) * (len(group[key].shape) - 1)
+            for i in range(block[key].shape[0]):
+                mask, chunk = src.read_direct_chunk((i, *tail))
+                dst.write_direct_chunk((where.start + i, *tail), chunk, mask)
+        return
+    for key in ARRAYS:
+        group[key][where] = np.asarray(block[key], dtype=ARRAYS[key])
+
+
+def _same_storage(a: h5py.Dataset, b: h5py.Dataset) -> bool:
+    return (a.dtype == b.dtype and a.shape[1:] == b.shape[1:] and a.chunks is not None and a.chunks == b.chunks
+            and a.compression == b.compression and a.compression_opts == b.compression_opts
+            and a.shuffle == b.shuffle and a.fletcher32 == b.fletcher32 and a.scaleoffset == b.scaleoffset)
+
+
 def write_dataset(
     path: str | os.PathLike,
-    splits: Mapping[str, Mapping[str, np.ndarray] | Iterable[tuple[slice, Mapping[str, np.ndarray]]]],
+    splits: Mapping[str, Mapping[str, np.ndarray] | Iterable[tuple[slice, Mapping[str, np.ndarray] | h5py.Group]]],
     survey: Survey,
     *,
     sizes: Mapping[str, int] | None = None,
@@ -71,6 +95,8 @@ def write_dataset(
 
     ``splits[name]`` is either a dict of whole arrays (velocity, salt_mask, gathers) or an iterable of
     (slice, dict of arrays) blocks (give ``sizes[name]`` then), so large datasets stream without being held in memory.
+    A block may also be an open HDF5 group in this layout that was checked when it was written (`write_part`):
+    its chunks are copied as they are, and its ``normalisation`` attribute stands for its statistics.
     ``normalisation`` defaults to the statistics of the train split (see `compute_normalisation`).
     """
     path = Path(path)
@@ -90,11 +116,15 @@ def write_dataset(
                 group = f.create_group(name)
                 create_split(group, n, survey)
                 for where, arrays in blocks:
-                    check_sample_arrays(arrays, survey)
-                    for key in ARRAYS:
-                        group[key][where] = np.asarray(arrays[key], dtype=ARRAYS[key])
+                    known = isinstance(arrays, h5py.Group) and "normalisation" in arrays.attrs
+                    if not known:
+                        check_sample_arrays(arrays, survey)
+                    write_block(group, where, arrays)
                     if name == "train" and normalisation is None:
-                        stats.update(arrays["velocity"], arrays["gathers"])
+                        if known:
+                            stats.include(json.loads(arrays.attrs["normalisation"]))
+                        else:
+                            stats.update(arrays["velocity"][()], arrays["gathers"][()])
             norm = dict(normalisation) if normalisation is not None else stats.result()
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -136,6 +166,11 @@ class RunningNormalisation:
         logg = np.sign(gathers) * np.log1p(np.abs(gathers))
         self.v = [min(self.v[0], float(np.min(velocity))), max(self.v[1], float(np.max(velocity)))]
         self.g = [min(self.g[0], float(np.min(logg))), max(self.g[1], float(np.max(logg)))]
+
+    def include(self, other: Mapping[str, float]) -> None:
+        """Merge the statistics of another block (a `result` dict)."""
+        self.v = [min(self.v[0], float(other["v_min"])), max(self.v[1], float(other["v_max"]))]
+        self.g = [min(self.g[0], float(other["g_min"])), max(self.g[1], float(other["g_max"]))]
 
     def result(self) -> dict[str, float]:
         if not np.isfinite(self.v[0]):

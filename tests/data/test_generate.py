@@ -134,3 +134,36 @@ def test_kill_9_mid_generation_then_resume(tmp_path):
     reference = tmp_path / "reference.h5"
     generate(reference, "tiny", seed=3, sizes=sizes, progress=False)
     assert_same(arrays(reference), arrays(out))
+
+
+def test_merge_copies_compressed_parts_as_they_are_and_reads_old_uncompressed_ones(tmp_path):
+    from fwi.data.generate import Part, model_part, write_part
+    from fwi.data.store import write_dataset
+
+    preset = get_preset("tiny")
+    part = Part("train", 0, 3)
+    block = model_part(part, 0, preset.survey, preset.geology)
+    write_part(tmp_path, part, block, preset.survey)  # the worker's compressed part
+    with h5py.File(tmp_path / "old.h5", "w") as f:  # a part as earlier versions wrote it: plain arrays
+        for key, value in block.items():
+            f.create_dataset(key, data=value)
+    outs = {}
+    for name, source in (("copied", tmp_path / part.filename), ("old", tmp_path / "old.h5"), ("dict", None)):
+        outs[name] = tmp_path / f"out-{name}.h5"
+        if source is None:
+            write_dataset(outs[name], {"train": block}, preset.survey)
+            continue
+        with h5py.File(source, "r") as f:
+            write_dataset(outs[name], {"train": [(slice(0, 3), f)]}, preset.survey, sizes={"train": 3})
+    assert_same(arrays(outs["copied"]), arrays(outs["dict"]))
+    assert_same(arrays(outs["old"]), arrays(outs["dict"]))
+    infos = {name: read_info(path) for name, path in outs.items()}
+    assert infos["copied"].normalisation == infos["old"].normalisation == infos["dict"].normalisation
+    with h5py.File(outs["copied"], "r") as a, h5py.File(outs["dict"], "r") as b:  # the very same gzip streams
+        for i in range(3):
+            assert a["train/gathers"].id.read_direct_chunk((i, 0, 0, 0)) == \
+                b["train/gathers"].id.read_direct_chunk((i, 0, 0, 0))
+    bad = dict(block, gathers=np.full_like(block["gathers"], np.nan))
+    with pytest.raises(DatasetError, match="NaN"):
+        write_part(tmp_path, Part("train", 3, 3), bad, preset.survey)
+    assert not (tmp_path / Part("train", 3, 3).filename).exists()
