@@ -45,5 +45,8 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group together: every rank waits for the others (rank 0 may still be writing the
+    summary) before destroying it; a rank that destroys it while another still works can hang both."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -158,7 +158,7 @@ def test_dry_run_lists_cells(ablation, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, base"),
+    ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
      r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, data, .*attn, encoder_attn"),
     ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
