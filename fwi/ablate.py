@@ -27,7 +27,7 @@ Every cell is ``python -m fwi.train --config BASE <flags> --name <ablation>-<lab
 --out <out>/<ablation>/runs --group <ablation>``, run as a subprocess (``--jobs N`` at once, each child then gets
 ``OMP_NUM_THREADS = cores // N``). Its output goes to ``<run>/ablate.out.log`` / ``ablate.err.log``. Finished cells
 (summary.json present) are skipped, so an interrupted ablation resumes (a cell with a last.pt continues with
-``--resume``); a failing cell gets ``<run>/error.txt`` (exit code and the end of its stderr) and the others go on.
+``--resume``; one whose checkpoint is gone, e.g. on a fresh machine, starts anew); a failing cell gets ``<run>/error.txt`` (exit code and the end of its stderr) and the others go on.
 After training, the cell is evaluated on the test split by `fwi.evaluate`; the report uses those test metrics and
 falls back to the validation metrics of summary.json where there are none (the ``source`` column says which).
 

@@ -170,6 +170,13 @@ def prepare_run_dir(cfg: Config) -> Path:
         import shutil
 
         shutil.rmtree(run_dir)
+    else:  # records of an earlier run whose checkpoint is gone (a fresh machine): this run starts them anew
+        stale = [run_dir / n for n in ("metrics.jsonl", "summary.json") if (run_dir / n).exists()]
+        for path in stale:
+            path.unlink()
+        if stale:
+            print(f"note: {run_dir} had no checkpoint; its earlier records ({', '.join(p.name for p in stale)}) "
+                  "were removed and the run starts from epoch 1", file=sys.stderr)
     return run_dir
 
 

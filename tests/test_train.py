@@ -87,6 +87,19 @@ def test_outputs_and_checkpoint_contents(dataset, tmp_path):
     assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_records_of_a_run_whose_checkpoint_is_gone_are_started_anew(dataset, tmp_path, capsys):
+    # a committed ablation cell on a fresh machine: config and metrics are there, the (ignored) weights are not
+    run = tmp_path / "lost"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val/mae": 9.0}) + "\n" for e in (1, 2, 3)))
+    (run / "summary.json").write_text(json.dumps({"best_epoch": 3, "val/mae": 9.0}))
+    train(parse_args(tiny_args(dataset, tmp_path, "--name", "lost", "--epochs", "1")))
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1] and history[0]["val/mae"] < 9.0
+    assert json.loads((run / "summary.json").read_text())["best_epoch"] == 1
+    assert "no checkpoint" in capsys.readouterr().err
+
+
 def test_memory_layout_changes_only_rounding(dataset, tmp_path):
     """optim.channels_last (default) and the NCHW layout train the same network up to float rounding."""
     nhwc = train(parse_args(tiny_args(dataset, tmp_path, "--name", "nhwc", "--epochs", "1")))
