@@ -45,6 +45,7 @@ import contextlib
 import csv
 import dataclasses
 import importlib.util
+import fnmatch
 import io
 import json
 import math
@@ -892,6 +893,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="W&B mode of the cells and the summary run (default: the spec's, else the base config's)")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", default=None,
                    help="skip the test-split evaluation of the cells")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only the cells whose run name or variant label matches this shell pattern (repeatable; "
+                        "e.g. --only 'ca-*' --only '*-s0'); the report still covers every cell")
     return p
 
 
@@ -905,6 +909,29 @@ def _report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def select_cells(cells: list[Cell], patterns: list[str]) -> list[Cell]:
+    """The cells whose run name or variant label matches one of the shell ``patterns`` (all without patterns)."""
+    if not patterns:
+        return list(cells)
+    chosen = [c for c in cells if any(fnmatch.fnmatchcase(name, p) for p in patterns for name in (c.run, c.variant))]
+    if not chosen:
+        raise ValueError(f"--only {' '.join(patterns)} matches no cell; the cells are: "
+                         f"{', '.join(c.run for c in cells)}")
+    return chosen
+
+
+def _without_only(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--only":
+            skip = True
+        elif not arg.startswith("--only="):
+            out.append(arg)
+    return out
+
+
 def run_ablation(args: argparse.Namespace, argv: list[str]) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
@@ -913,19 +940,20 @@ def run_ablation(args: argparse.Namespace, argv: list[str]) -> int:
     out = Path(args.out)
     abl_dir = out / ablation.name
     runs_dir = abl_dir / "runs"
+    cells = select_cells(ablation.cells, args.only)
     if args.dry_run:
         print(f"{ablation.name}: {len(ablation.cells)} cells, base {ablation.base} (preset "
               f"{ablation.base_cfg.data.preset}), runs in {runs_dir}, W&B {ablation.wandb}, test evaluation "
               f"{'on' if ablation.evaluate and evaluate_available() else 'off'}")
-        for cell in ablation.cells:
+        for cell in cells:
             status = cell_status(runs_dir / cell.run)
             print(f"  [{status:>7}] {cell.run}\n            python -m fwi.train --config {ablation.base} "
                   f"{shlex.join(cell.flags)}")
         return 0
     abl_dir.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "-m", "fwi.ablate", *argv])
+    command = shlex.join(["python", "-m", "fwi.ablate", *_without_only(argv)])  # how to run all of it
     write_text(abl_dir / "ablation.json", json.dumps(ablation.info(str(out), command), indent=1) + "\n")
-    status = Runner(ablation, out, args.jobs).run(ablation.cells)
+    status = Runner(ablation, out, args.jobs).run(cells)
     build_report(abl_dir, ablation.wandb)
     failed = [run for run, s in status.items() if s == "failed"]
     print(f"{len(status) - len(failed)}/{len(status)} cells finished; report: {abl_dir / 'report.md'}")

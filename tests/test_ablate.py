@@ -157,6 +157,20 @@ def test_dry_run_lists_cells(ablation, capsys):
     assert "--attn se --encoder-attn --skip-attn" in out
 
 
+def test_only_runs_the_matching_cells(ablation, capsys):
+    base = [str(ablation["spec"]), "--out", str(ablation["out"])]
+    assert ablate.main([*base, "--dry-run", "--only", "se-encskip", "--only", "*-s1"]) == 0
+    listed = re.findall(r"\] (tiny-\S+)", capsys.readouterr().out)
+    assert listed == ["tiny-none-nophys-s1", "tiny-se-encskip-nophys-s0", "tiny-se-encskip-nophys-s1"]
+    # without the failing cell nothing is retried, so the run succeeds (the full ablation exits 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        assert ablate.main([*base, "--wandb", "disabled", "--only", "tiny-none-*"]) == 0
+    assert "--only" not in json.loads((ablation["dir"] / "ablation.json").read_text())["command"]
+    assert ablate.main([*base, "--dry-run", "--only", "nope*"]) == 2
+    assert "--only nope* matches no cell; the cells are: tiny-none-nophys-s0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
