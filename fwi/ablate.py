@@ -591,14 +591,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def pooled_variance(groups: list[dict[str, Any]], key: str) -> float | None:
-    """Seed variance of ``key`` pooled over the variants with >= 2 runs (the ablation's seed noise)."""
-    num = den = 0.0
+def pooled_variance(groups: list[dict[str, Any]], key: str) -> tuple[float, int] | None:
+    """Seed variance of ``key`` pooled over the variants with >= 2 runs (the ablation's seed noise) and its degrees
+    of freedom, sum(n_i - 1); None where no variant has two runs."""
+    num, dof = 0.0, 0
     for g in groups:
         if g.get(f"{key}_std") is not None:
             num += (g["n"] - 1) * g[f"{key}_std"] ** 2
-            den += g["n"] - 1
-    return num / den if den else None
+            dof += g["n"] - 1
+    return (num / dof, dof) if dof else None
 
 
 def baseline_for(group: dict[str, Any], groups: list[dict[str, Any]], baseline: str) -> dict[str, Any] | None:
@@ -609,21 +610,27 @@ def baseline_for(group: dict[str, Any], groups: list[dict[str, Any]], baseline: 
 
 
 def difference(group: dict[str, Any], ref: dict[str, Any], rows: list[dict[str, Any]], key: str,
-               pooled: float | None) -> dict[str, Any] | None:
-    """mean(variant) - mean(baseline), its standard error sqrt(s_v^2/n_v + s_b^2/n_b) (a single run's variance taken
-    as the pooled seed variance), and the per-seed paired differences where both have the seed."""
+               pooled: tuple[float, int] | None) -> dict[str, Any] | None:
+    """mean(variant) - mean(baseline); its standard error s_p sqrt(1/n_v + 1/n_b) with s_p^2 the pooled seed variance
+    (one noise level for all variants: with two seeds a variant's own variance rests on one degree of freedom);
+    ``significant`` where |diff| exceeds the two-sided 5 % critical value of Student's t with the pooled degrees of
+    freedom; and the per-seed paired differences where both have the seed."""
     if group.get(key) is None or ref.get(key) is None:
         return None
     diff = group[key] - ref[key]
-    var_v = group[f"{key}_std"] ** 2 if group.get(f"{key}_std") is not None else pooled
-    var_b = ref[f"{key}_std"] ** 2 if ref.get(f"{key}_std") is not None else pooled
-    se = math.sqrt(var_v / group["n"] + var_b / ref["n"]) if var_v is not None and var_b is not None else None
+    se = significant = None
+    if pooled is not None:
+        from scipy.stats import t as student_t
+
+        variance, dof = pooled
+        se = math.sqrt(variance * (1 / group["n"] + 1 / ref["n"]))
+        significant = abs(diff) > student_t.ppf(0.975, dof) * se
     mine = {r["seed"]: r[key] for r in rows if r["variant"] == group["variant"] and r["status"] == "ok"
             and r.get(key) is not None}
     theirs = {r["seed"]: r[key] for r in rows if r["variant"] == ref["variant"] and r["status"] == "ok"
               and r.get(key) is not None}
     paired = {s: mine[s] - theirs[s] for s in sorted(mine) if s in theirs}
-    return {"diff": diff, "se": se, "estimated": group["n"] < 2 or ref["n"] < 2, "paired": paired}
+    return {"diff": diff, "se": se, "significant": significant, "paired": paired}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -687,11 +694,20 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
                       _pm(g, "step_ms", ".2f"), "/".join(g["sources"]) or "–"])
     lines += _md_table(header, table) + [""]
 
+    noise = pooled_variance(groups, "mae")
+    if noise is None:
+        dof_text = "none yet: no variant has two runs"
+    else:
+        from scipy.stats import t as student_t
+
+        dof_text = f"here {noise[1]}: t = {student_t.ppf(0.975, noise[1]):.2f}"
     lines += [f"## Difference to the baseline `{baseline}`", "",
-              "Δ = mean(variant) − mean(baseline) ± its standard error √(s_v²/n_v + s_b²/n_b); † where a side has "
-              "a single run, its variance is the seed variance pooled over the variants; * where |Δ| > 2 SE. "
-              "Paired: the per-seed differences (same seed in both). Negative ΔMAE / positive ΔSSIM, ΔIoU are "
-              "improvements.", ""]
+              "Δ = mean(variant) − mean(baseline) ± its standard error s_p √(1/n_v + 1/n_b), s_p² the seed "
+              "variance pooled over every variant with two or more runs (one noise level for all: with two seeds a "
+              "variant's own variance rests on a single degree of freedom); * where |Δ| exceeds Student's t "
+              f"two-sided 5 % critical value for the pooled degrees of freedom ({dof_text}). With two seeds per "
+              "variant read * as a pointer to what deserves more seeds, not as proof. Paired: the per-seed "
+              "differences (same seed in both). Negative ΔMAE / positive ΔSSIM, ΔIoU are improvements.", ""]
     diff_metrics = [m for m in METRICS if m[0] in ("mae", "mae_ms", "rmse", "ssim", "iou", "data_misfit")]
     header = ["variant", "vs", *[f"Δ{m[1]}" for m in diff_metrics], "paired ΔMAE"]
     table = []
@@ -707,9 +723,7 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
                 continue
             text = format(d["diff"], "+" + spec)
             if d["se"] is not None:
-                text += f" ± {format(d['se'], spec)}" + ("†" if d["estimated"] else "")
-                if abs(d["diff"]) > 2 * d["se"]:
-                    text += " *"
+                text += f" ± {format(d['se'], spec)}" + (" *" if d["significant"] else "")
             cells.append(text)
         d = difference(g, ref, rows, "mae", None)
         cells.append(", ".join(f"s{s}: {v:+.4f}" for s, v in d["paired"].items()) if d and d["paired"] else "–")

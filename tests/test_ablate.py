@@ -82,6 +82,14 @@ def test_report_variants_and_baseline_difference(ablation):
     for key, fmt in (("mae", "+.4f"), ("ssim", "+.4f"), ("mae_ms", "+.1f")):
         mean = {v: statistics.fmean(r[key] for r in rows if r["label"] == v) for v in ("none", "se-encskip")}
         assert format(mean["se-encskip"] - mean["none"], fmt) in line, (key, line)
+    # the standard error from the seed variance pooled over both variants (2 + 2 runs: 2 degrees of freedom)
+    groups = {v: [r["mae"] for r in rows if r["label"] == v] for v in ("none", "se-encskip")}
+    pooled = sum(statistics.variance(x) for x in groups.values()) / 2
+    diff = statistics.fmean(groups["se-encskip"]) - statistics.fmean(groups["none"])
+    se = math.sqrt(pooled * (1 / 2 + 1 / 2))
+    star = abs(diff) > 4.302653 * se  # Student's t, two-sided 5 %, 2 degrees of freedom
+    assert f"{diff:+.4f} ± {se:.4f}{' *' if star else ''} |" in line, line
+    assert "degrees of freedom (here 2: t = 4.30)" in diff_section
     paired = {r["seed"]: r["mae"] for r in rows if r["label"] == "se-encskip"}
     base = {r["seed"]: r["mae"] for r in rows if r["label"] == "none"}
     assert f"s1: {paired[1] - base[1]:+.4f}" in line
