@@ -27,7 +27,8 @@ Every cell is ``python -m fwi.train --config BASE <flags> --name <ablation>-<lab
 --out <out>/<ablation>/runs --group <ablation>``, run as a subprocess (``--jobs N`` at once, each child then gets
 ``OMP_NUM_THREADS = cores // N``). Its output goes to ``<run>/ablate.out.log`` / ``ablate.err.log``. Finished cells
 (summary.json present) are skipped, so an interrupted ablation resumes (a cell with a last.pt continues with
-``--resume``; one whose checkpoint is gone, e.g. on a fresh machine, starts anew); a failing cell gets ``<run>/error.txt`` (exit code and the end of its stderr) and the others go on.
+``--resume``; one whose checkpoint is gone, e.g. on a fresh machine, starts anew); a failing cell gets
+``<run>/error.txt`` (exit code and the end of its stderr) and the others go on.
 After training, the cell is evaluated on the test split by `fwi.evaluate`; the report uses those test metrics and
 falls back to the validation metrics of summary.json where there are none (the ``source`` column says which).
 
@@ -67,7 +68,8 @@ from fwi.atomic import atomic_path, write_text
 from fwi.cli import friendly_errors
 from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
-SPEC_KEYS = ("name", "description", "notes", "base", "overrides", "baseline", "physics_weight", "physics_overrides", "wandb",
+SPEC_KEYS = ("name", "description", "notes", "base", "overrides", "baseline", "physics_weight", "physics_overrides",
+             "wandb",
              "evaluate", "grid", "extra")
 GRID_KEYS = ("variants", "physics", "seeds")
 EXTRA_KEYS = ("variant", "seeds", "physics")
@@ -677,7 +679,9 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
               "- metrics on " + (" and ".join(src_text[s] for s in sources) if sources else "–")
               + (" — **mixed sources**, see the `source` column" if len(sources) > 1 else ""),
               "- MAE / RMSE on the normalised velocity ([-1, 1]) and in m/s; IoU / Dice of the salt mask; data "
-              "misfit of the predicted model re-modelled; step time = training ms per sample (epochs after the first)",
+              "misfit of the predicted model re-modelled; step time = training ms per sample (epochs after the first), "
+              "as each cell met its machine: cells that ran in other sessions or beside other work are not "
+              "comparable to the millisecond; side-by-side step-time ratios come from `experiments/bench/`",
               "", "Reproduce (finished cells are skipped, so this also resumes):", "",
               "```", info["command"], "```", ""]
     if info["cells"]:
