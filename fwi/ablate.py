@@ -69,8 +69,7 @@ from fwi.cli import friendly_errors
 from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
 SPEC_KEYS = ("name", "description", "notes", "base", "overrides", "baseline", "physics_weight", "physics_overrides",
-             "wandb",
-             "evaluate", "grid", "extra")
+             "wandb", "evaluate", "grid", "extra")
 GRID_KEYS = ("variants", "physics", "seeds")
 EXTRA_KEYS = ("variant", "seeds", "physics")
 #: Config fields the ablation sets itself for every cell.
