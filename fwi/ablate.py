@@ -45,8 +45,8 @@ import concurrent.futures as futures
 import contextlib
 import csv
 import dataclasses
-import importlib.util
 import fnmatch
+import importlib.util
 import io
 import json
 import math
@@ -603,6 +603,13 @@ def pooled_variance(groups: list[dict[str, Any]], key: str) -> tuple[float, int]
     return (num / dof, dof) if dof else None
 
 
+def critical_t(dof: int) -> float:
+    """Two-sided 5 % critical value of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.975, dof))
+
+
 def baseline_for(group: dict[str, Any], groups: list[dict[str, Any]], baseline: str) -> dict[str, Any] | None:
     """The baseline with the same physics setting when it was run, else the baseline without physics."""
     by = {g["variant"]: g for g in groups if g["n"]}
@@ -621,11 +628,9 @@ def difference(group: dict[str, Any], ref: dict[str, Any], rows: list[dict[str, 
     diff = group[key] - ref[key]
     se = significant = None
     if pooled is not None:
-        from scipy.stats import t as student_t
-
         variance, dof = pooled
         se = math.sqrt(variance * (1 / group["n"] + 1 / ref["n"]))
-        significant = abs(diff) > student_t.ppf(0.975, dof) * se
+        significant = abs(diff) > critical_t(dof) * se
     mine = {r["seed"]: r[key] for r in rows if r["variant"] == group["variant"] and r["status"] == "ok"
             and r.get(key) is not None}
     theirs = {r["seed"]: r[key] for r in rows if r["variant"] == ref["variant"] and r["status"] == "ok"
@@ -698,12 +703,8 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
     lines += _md_table(header, table) + [""]
 
     noise = pooled_variance(groups, "mae")
-    if noise is None:
-        dof_text = "none yet: no variant has two runs"
-    else:
-        from scipy.stats import t as student_t
-
-        dof_text = f"here {noise[1]}: t = {student_t.ppf(0.975, noise[1]):.2f}"
+    dof_text = (f"here {noise[1]}: t = {critical_t(noise[1]):.2f}" if noise else
+                "none yet: no variant has two runs")
     lines += [f"## Difference to the baseline `{baseline}`", "",
               "Δ = mean(variant) − mean(baseline) ± its standard error s_p √(1/n_v + 1/n_b), s_p² the seed "
               "variance pooled over every variant with two or more runs (one noise level for all: with two seeds a "
