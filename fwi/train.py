@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -167,13 +168,15 @@ def prepare_run_dir(cfg: Config) -> Path:
         if not cfg.run.overwrite:
             raise FileExistsError(f"run directory {run_dir} exists; use --resume to continue it, --overwrite to "
                                   "replace it, or --name for a new run")
-        import shutil
-
         shutil.rmtree(run_dir)
     else:  # records of an earlier run whose checkpoint is gone (a fresh machine): this run starts them anew
         stale = [run_dir / n for n in ("metrics.jsonl", "summary.json") if (run_dir / n).exists()]
+        stale += sorted(p for p in run_dir.glob("eval-*") if p.is_dir())  # evaluations of the earlier weights
         for path in stale:
-            path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         if stale:
             print(f"note: {run_dir} had no checkpoint; its earlier records ({', '.join(p.name for p in stale)}) "
                   "were removed and the run starts from epoch 1", file=sys.stderr)

@@ -93,7 +93,10 @@ def test_records_of_a_run_whose_checkpoint_is_gone_are_started_anew(dataset, tmp
     run.mkdir()
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val/mae": 9.0}) + "\n" for e in (1, 2, 3)))
     (run / "summary.json").write_text(json.dumps({"best_epoch": 3, "val/mae": 9.0}))
+    (run / "eval-test").mkdir()
+    (run / "eval-test" / "metrics.json").write_text(json.dumps({"mae": 9.0}))
     train(parse_args(tiny_args(dataset, tmp_path, "--name", "lost", "--epochs", "1")))
+    assert not (run / "eval-test").exists()  # the test metrics of the earlier weights would mislead
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1] and history[0]["val/mae"] < 9.0
     assert json.loads((run / "summary.json").read_text())["best_epoch"] == 1
