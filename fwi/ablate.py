@@ -777,7 +777,8 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
 
 
 def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> list[str]:
-    """metrics_bars.png and accuracy_vs_time.png (atomically); returns the file names written."""
+    """metrics_bars.png (each variant's mean ± std over seeds, against the baseline) and accuracy_vs_time.png
+    (atomically); returns the file names written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -789,16 +790,17 @@ def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> li
     names = [g["variant"] for g in done]
     colors = ["tab:gray" if g["label"] == baseline else "tab:blue" for g in done]
     written = []
+    # points with error bars, not bars: the differences are a few per cent of the values, and an axis cut off
+    # above zero makes bar heights lie; the dashed line is the baseline's mean
     fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 0.55 * len(done) * 3), 4.2), constrained_layout=True)
     for ax, (key, title) in zip(axes, (("mae", "MAE (normalised) ↓"), ("ssim", "SSIM ↑"), ("iou", "salt IoU ↑"))):
-        means = [g[key] if g.get(key) is not None else math.nan for g in done]
-        errs = [g.get(f"{key}_std") or 0.0 for g in done]
-        ax.bar(range(len(done)), means, yerr=errs, color=colors, capsize=3)
+        for x, (g, color) in enumerate(zip(done, colors)):
+            if g.get(key) is not None:
+                ax.errorbar(x, g[key], yerr=g.get(f"{key}_std") or 0.0, fmt="o", color=color, capsize=3)
+                if g["label"] == baseline:
+                    ax.axhline(g[key], color=color, linestyle="--", linewidth=1)
         ax.set_xticks(range(len(done)), names, rotation=60, ha="right", fontsize=8)
         ax.set_title(title)
-        finite = [m - e for m, e in zip(means, errs) if not math.isnan(m)]
-        if finite and key == "mae":
-            ax.set_ylim(max(0.0, 0.9 * min(finite)), None)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("mean ± std over seeds")
     written.append(_save_fig(fig, abl_dir / "metrics_bars.png"))
