@@ -816,7 +816,7 @@ def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> li
             ax.scatter(g["step_ms"], g["mae"], s=size, alpha=0.6,
                        color="tab:gray" if g["label"] == baseline else "tab:blue", edgecolor="k")
             ax.annotate(g["variant"], (g["step_ms"], g["mae"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        ax.set_xlabel("training step time (ms per sample)")
+        ax.set_xlabel("training step time (ms per sample, as each cell logged it under its machine load)")
         ax.set_ylabel("MAE (normalised) ↓")
         ax.set_title("accuracy vs time (marker area ∝ parameters)")
         ax.grid(alpha=0.3)
