@@ -788,17 +788,17 @@ def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> li
     if not done:
         return []
     names = [g["variant"] for g in done]
-    colors = ["tab:gray" if g["label"] == baseline else "tab:blue" for g in done]
+    color = {g["variant"]: "tab:gray" if g["label"] == baseline else "tab:blue" for g in done}
     written = []
     # points with error bars, not bars: the differences are a few per cent of the values, and an axis cut off
     # above zero makes bar heights lie; the dashed line is the baseline's mean
     fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 0.55 * len(done) * 3), 4.2), constrained_layout=True)
     for ax, (key, title) in zip(axes, (("mae", "MAE (normalised) ↓"), ("ssim", "SSIM ↑"), ("iou", "salt IoU ↑"))):
-        for x, (g, color) in enumerate(zip(done, colors)):
+        for x, g in enumerate(done):
             if g.get(key) is not None:
-                ax.errorbar(x, g[key], yerr=g.get(f"{key}_std") or 0.0, fmt="o", color=color, capsize=3)
+                ax.errorbar(x, g[key], yerr=g.get(f"{key}_std") or 0.0, fmt="o", color=color[g["variant"]], capsize=3)
                 if g["label"] == baseline:
-                    ax.axhline(g[key], color=color, linestyle="--", linewidth=1)
+                    ax.axhline(g[key], color=color[g["variant"]], linestyle="--", linewidth=1)
         ax.set_xticks(range(len(done)), names, rotation=60, ha="right", fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
@@ -814,7 +814,7 @@ def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> li
             size = 30 + 470 * (g["params"] or 0) / pmax
             ax.errorbar(g["step_ms"], g["mae"], yerr=g.get("mae_std") or 0.0, fmt="none", ecolor="0.6", capsize=2)
             ax.scatter(g["step_ms"], g["mae"], s=size, alpha=0.6,
-                       color="tab:gray" if g["label"] == baseline else "tab:blue", edgecolor="k")
+                       color=color[g["variant"]], edgecolor="k")
             ax.annotate(g["variant"], (g["step_ms"], g["mae"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel("training step time (ms per sample, as each cell logged it under its machine load)")
         ax.set_ylabel("MAE (normalised) ↓")
