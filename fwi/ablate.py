@@ -971,8 +971,11 @@ def run_ablation(args: argparse.Namespace, argv: list[str]) -> int:
                   f"{shlex.join(cell.flags)}")
         return 0
     abl_dir.mkdir(parents=True, exist_ok=True)
+    record = abl_dir / "ablation.json"
     command = shlex.join(["python", "-m", "fwi.ablate", *_without_only(argv)])  # how to run all of it
-    write_text(abl_dir / "ablation.json", json.dumps(ablation.info(str(out), command), indent=1) + "\n")
+    if args.only and record.exists():  # a partial run keeps the recorded command (its --jobs may differ)
+        command = json.loads(record.read_text()).get("command", command)
+    write_text(record, json.dumps(ablation.info(str(out), command), indent=1) + "\n")
     status = Runner(ablation, out, args.jobs).run(cells)
     build_report(abl_dir, ablation.wandb)
     failed = [run for run, s in status.items() if s == "failed"]

@@ -171,10 +171,13 @@ def test_only_runs_the_matching_cells(ablation, capsys):
     listed = re.findall(r"\] (tiny-\S+)", capsys.readouterr().out)
     assert listed == ["tiny-none-nophys-s1", "tiny-se-encskip-nophys-s0", "tiny-se-encskip-nophys-s1"]
     # without the failing cell nothing is retried, so the run succeeds (the full ablation exits 1)
+    recorded = json.loads((ablation["dir"] / "ablation.json").read_text())["command"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
-        assert ablate.main([*base, "--wandb", "disabled", "--only", "tiny-none-*"]) == 0
-    assert "--only" not in json.loads((ablation["dir"] / "ablation.json").read_text())["command"]
+        assert ablate.main([*base, "--wandb", "disabled", "--jobs", "2", "--only", "tiny-none-*"]) == 0
+    # a partial run keeps the full run's reproduce command
+    assert json.loads((ablation["dir"] / "ablation.json").read_text())["command"] == recorded
+    assert "--only" not in recorded and "--jobs 2" not in recorded
     assert ablate.main([*base, "--dry-run", "--only", "nope*"]) == 2
     assert "--only nope* matches no cell; the cells are: tiny-none-nophys-s0" in capsys.readouterr().err
 
