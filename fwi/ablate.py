@@ -10,6 +10,8 @@ A spec (``configs/ablation/*.yaml``)::
     base: configs/ablation_base.yaml    # train config every cell starts from
     overrides: {epochs: 12}             # flat config fields (the train CLI flag names) applied to every cell
     baseline: none                      # label of the reference variant (default: none)
+    notes: |                            # how the preset was chosen (the report's "Preset" section)
+    findings: |                         # what the numbers say, written once they are in ("Findings")
     physics_weight: 0.1                 # weight of the physics loss in cells with physics: true
     physics_overrides: {physics_shots: 2}   # further fields for those cells (optional)
     wandb: offline                      # mode of the cells and of the summary run (default: the base config's)
@@ -68,7 +70,7 @@ from fwi.atomic import atomic_path, write_text
 from fwi.cli import friendly_errors
 from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
-SPEC_KEYS = ("name", "description", "notes", "base", "overrides", "baseline", "physics_weight", "physics_overrides",
+SPEC_KEYS = ("name", "description", "notes", "findings", "base", "overrides", "baseline", "physics_weight", "physics_overrides",
              "wandb", "evaluate", "grid", "extra")
 GRID_KEYS = ("variants", "physics", "seeds")
 EXTRA_KEYS = ("variant", "seeds", "physics")
@@ -675,6 +677,8 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
         per_seed = ", ".join(f"seed {r['seed']}: {r['iou']:.3f}" for r in base_runs)
         lines += [f"Has the baseline learned the salt? `{baseline}` reaches a salt IoU of {mean:.3f} on the "
                   f"{base_runs[0]['source']} split ({per_seed}).", ""]
+    if info["spec"].get("findings"):
+        lines += ["## Findings", "", str(info["spec"]["findings"]).strip(), ""]
     if info["spec"].get("notes"):
         lines += ["## Preset", "", str(info["spec"]["notes"]).strip(), ""]
     lines += [f"- preset **{info['preset']}** (`{info['data']}`, data seed {info['data_seed']}), base config "
@@ -872,13 +876,14 @@ def log_summary(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[d
 
 
 def _refresh_prose(info: dict[str, Any]) -> None:
-    """Take description and notes from the spec file as it is now (they may be written after the runs started)."""
+    """Take the prose (description, notes, findings) from the spec file as it is now: it is written after the runs
+    started, findings once the numbers are in."""
     try:
         spec = read_yaml(Path(info["spec_path"]))
     except (KeyError, OSError, ValueError):
         return
     if isinstance(spec, dict) and spec.get("name") == info["name"]:
-        for key in ("description", "notes"):
+        for key in ("description", "notes", "findings"):
             info["spec"][key] = spec.get(key)
 
 

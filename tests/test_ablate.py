@@ -128,15 +128,20 @@ def test_report_subcommand_rebuilds_identical_csv(ablation, capsys):
     assert (abl_dir / "results.csv").read_bytes() == before
     assert (abl_dir / "report.md").read_text() == report_before
     assert (abl_dir / "metrics_bars.png").exists()
-    # notes written into the spec after the runs started reach the rebuilt report (only the prose is re-read)
+    # notes and findings written into the spec after the runs started reach the rebuilt report (only the prose is
+    # re-read); the findings come before the preset
     spec_text = ablation["spec"].read_text()
     spec = yaml.safe_load(spec_text)
-    ablation["spec"].write_text(yaml.safe_dump({**spec, "notes": "Measured later.", "epochs_note": "ignored"}))
+    assert "## Findings" not in report_before
+    ablation["spec"].write_text(yaml.safe_dump({**spec, "notes": "Measured later.", "findings": "SE wins.",
+                                                "epochs_note": "ignored"}))
     try:
         assert ablate.main(["report", str(abl_dir)]) == 0
         report = (abl_dir / "report.md").read_text()
         assert "## Preset\n\nMeasured later." in report and "this note" not in report
-        assert report.replace("Measured later.", "Chosen so that **this note** reaches the report.") == report_before
+        assert report.index("## Findings\n\nSE wins.\n") < report.index("## Preset")
+        assert report.replace("## Findings\n\nSE wins.\n\n", "").replace(
+            "Measured later.", "Chosen so that **this note** reaches the report.") == report_before
     finally:
         ablation["spec"].write_text(spec_text)
         ablate.main(["report", str(abl_dir)])
@@ -183,7 +188,7 @@ def test_only_runs_the_matching_cells(ablation, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, base"),
+    ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
      r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, data, .*attn, encoder_attn"),
     ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
