@@ -237,3 +237,19 @@ def test_flags_roundtrip_through_train_cli():
     cfg = ablate.parse_args(["--config", str(REPO / "configs" / "tiny.yaml"), *ablate.to_flags(overrides)])
     assert (cfg.model.attn, cfg.model.skip_attn, cfg.data.mirror, cfg.model.attn_reduction, cfg.optim.lr,
             cfg.run.tags, cfg.optim.epochs) == ("ca", True, False, None, 0.003, ("a", "b"), 3)
+
+
+def test_axis_range_leaves_out_only_far_outliers():
+    # 14 U-Net-like MAEs within 0.007 and one InversionNet-like 0.181 (the recorded ablation's shape)
+    near = [0.1424, 0.1436, 0.1440, 0.1441, 0.1443, 0.1444, 0.1447, 0.1459, 0.1465, 0.1465, 0.1470, 0.1471, 0.1477,
+            0.1492]
+    lo, hi = ablate.axis_range(near + [0.181], keep=[0.1465])
+    assert lo < min(near) and hi > max(near) and hi < 0.181
+    pad = 0.08 * (max(near) - min(near))
+    assert lo == pytest.approx(min(near) - pad) and hi == pytest.approx(max(near) + pad)
+    # the baseline stays inside even when it is the outlier; nothing is left out of a tight set or a small one
+    lo, hi = ablate.axis_range(near + [0.181], keep=[0.181])
+    assert hi > 0.181
+    assert ablate.axis_range(near) is None
+    assert ablate.axis_range([0.14, 0.15, 0.30]) is None  # fewer than 5 values: a spread, not an outlier
+    assert ablate.axis_range([0.1] * 6 + [0.5]) is None  # zero MAD: no scale to judge by
