@@ -70,8 +70,8 @@ from fwi.atomic import atomic_path, write_text
 from fwi.cli import friendly_errors
 from fwi.config import Config, from_dict, load_config, parse_args, read_yaml
 
-SPEC_KEYS = ("name", "description", "notes", "findings", "base", "overrides", "baseline", "physics_weight", "physics_overrides",
-             "wandb", "evaluate", "grid", "extra")
+SPEC_KEYS = ("name", "description", "notes", "findings", "base", "overrides", "baseline", "physics_weight",
+             "physics_overrides", "wandb", "evaluate", "grid", "extra")
 GRID_KEYS = ("variants", "physics", "seeds")
 EXTRA_KEYS = ("variant", "seeds", "physics")
 #: Config fields the ablation sets itself for every cell.
@@ -794,7 +794,7 @@ def axis_range(values: Sequence[float], keep: Sequence[float] = (), factor: floa
     mad = statistics.median(abs(v - mid) for v in values)
     if mad <= 0:
         return None
-    kept = [v for v in values if abs(v - mid) <= factor * mad] + list(keep)
+    kept = [v for v in values if abs(v - mid) <= factor * mad or v in keep] + list(keep)
     if len(kept) - len(keep) == len(values):
         return None
     lo, hi = min(kept), max(kept)
@@ -806,7 +806,7 @@ def _clip_axis(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[st
                spans: Sequence[float] | None = None) -> None:
     """Apply :func:`axis_range` to ``ax``: each point left out is drawn as a triangle on the edge it lies beyond,
     with its label and value, so it is still seen."""
-    limits = axis_range([y + 0.0 for y in ys], keep)
+    limits = axis_range(list(ys), keep)
     if limits is None:
         return
     inside = [limits[0] <= y <= limits[1] for y in ys]
@@ -822,7 +822,6 @@ def _clip_axis(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[st
         text = f"{label} {y:.3g}" if label else f"{y:.3g}"
         ax.annotate(f"{text} (off scale)", (x, edge), xytext=(0, offset), textcoords="offset points",
                     ha="center", fontsize=7, color="tab:red")
-
 
 
 def make_plots(groups: list[dict[str, Any]], abl_dir: Path, baseline: str) -> list[str]:

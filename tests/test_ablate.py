@@ -188,7 +188,8 @@ def test_only_runs_the_matching_cells(ablation, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"nmae": "x"}, r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
+    ({"nmae": "x"},
+     r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
      r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, data, .*attn, encoder_attn"),
     ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
@@ -247,9 +248,8 @@ def test_axis_range_leaves_out_only_far_outliers():
     assert lo < min(near) and hi > max(near) and hi < 0.181
     pad = 0.08 * (max(near) - min(near))
     assert lo == pytest.approx(min(near) - pad) and hi == pytest.approx(max(near) + pad)
-    # the baseline stays inside even when it is the outlier; nothing is left out of a tight set or a small one
-    lo, hi = ablate.axis_range(near + [0.181], keep=[0.181])
-    assert hi > 0.181
+    # the baseline is never left out (so here nothing is); nothing is left out of a tight set or a small one
+    assert ablate.axis_range(near + [0.181], keep=[0.181]) is None
     assert ablate.axis_range(near) is None
     assert ablate.axis_range([0.14, 0.15, 0.30]) is None  # fewer than 5 values: a spread, not an outlier
     assert ablate.axis_range([0.1] * 6 + [0.5]) is None  # zero MAD: no scale to judge by
