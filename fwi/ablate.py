@@ -794,10 +794,10 @@ def axis_range(values: Sequence[float], keep: Sequence[float] = (), factor: floa
     mad = statistics.median(abs(v - mid) for v in values)
     if mad <= 0:
         return None
-    kept = [v for v in values if abs(v - mid) <= factor * mad or v in keep] + list(keep)
-    if len(kept) - len(keep) == len(values):
+    kept = [v for v in values if abs(v - mid) <= factor * mad or v in keep]
+    if len(kept) == len(values):
         return None
-    lo, hi = min(kept), max(kept)
+    lo, hi = min(kept + list(keep)), max(kept + list(keep))
     pad = 0.08 * (hi - lo) or 0.08 * abs(hi) or 1.0
     return lo - pad, hi + pad
 
