@@ -386,7 +386,7 @@ class Runner:
 
     def prepare_data(self, cells: list[Cell]) -> None:
         """Generate missing datasets once, here, rather than in several children at the same time."""
-        from fwi.train import ensure_dataset
+        from fwi.data.generate import ensure_generated
 
         done = set()
         for cell in cells:
@@ -395,7 +395,9 @@ class Runner:
             if key not in done:
                 done.add(key)
                 if not Path(cfg.data.data).exists():
-                    ensure_dataset(cfg)
+                    ensure_generated(Path(cfg.data.data), cfg.data.preset, seed=cfg.data.data_seed,
+                                     workers=cfg.data.generate_workers or (os.cpu_count() or 1),
+                                     progress=cfg.run.progress)
 
     def run(self, cells: list[Cell]) -> dict[str, str]:
         from tqdm.auto import tqdm
@@ -894,7 +896,7 @@ def log_summary(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[d
         return None
     import wandb
 
-    from fwi.train import wandb_mode
+    from fwi.tracking import wandb_mode
 
     numbers = (*METRIC_KEYS, "params", "flops", "step_ms")
     columns = ["row", "variant", "label", "physics", "seed", "n", "status", "source", "factors", *numbers,

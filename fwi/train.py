@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,13 @@ from fwi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fwi.cli import friendly_errors
 from fwi.config import Config, parse_args, save_config
 from fwi.data.dataset import FWIDataset
-from fwi.data.generate import generate
-from fwi.data.presets import PRESETS
-from fwi.data.store import read_info
+from fwi.data.generate import ensure_generated
 from fwi.losses import FWILoss
 from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
 from fwi.models import build_model
 from fwi.models.summary import count_flops, count_params
 from fwi import viz
+from fwi.tracking import start_wandb
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,61 +47,18 @@ class TrainingDiverged(RuntimeError):
 
 
 def ensure_dataset(cfg: Config) -> Path:
-    """Return the dataset path, generating the configured preset first when the file does not exist."""
+    """The configured dataset, generated from its preset first when the file does not exist (rank 0 only)."""
     path = Path(cfg.data.data)
-    if not path.exists():
-        if D.is_main():
-            print(f"no dataset at {path}: generating preset {cfg.data.preset!r} (seed {cfg.data.data_seed}) ...",
-                  flush=True)
-            generate(path, cfg.data.preset, seed=cfg.data.data_seed, workers=cfg.data.generate_workers or
-                     (os.cpu_count() or 1), resume=True, progress=cfg.run.progress)
-        D.barrier()
-    info = read_info(path)  # validates, with a clear message for a corrupt file
-    made = info.attrs.get("generator")
-    if (isinstance(made, dict) and made.get("preset") == cfg.data.preset
-            and str(info.attrs.get("seed")) == str(cfg.data.data_seed)):
-        expected = PRESETS[cfg.data.preset].sizes if cfg.data.preset in PRESETS else info.sizes
-        if info.sizes != expected and D.is_main():  # generated with other sizes, or the preset changed since
-            print(f"note: {path} holds preset {cfg.data.preset!r} with {_sizes(info.sizes)}; the preset now has "
-                  f"{_sizes(expected)} (delete the file to regenerate it from the preset)", file=sys.stderr)
+    if D.is_main():
+        ensure_generated(path, cfg.data.preset, seed=cfg.data.data_seed,
+                         workers=cfg.data.generate_workers or (os.cpu_count() or 1), progress=cfg.run.progress)
+    D.barrier()
     return path
-
-
-def _sizes(sizes: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sizes.items())
 
 
 def step_generator(seed: int, *keys: int) -> torch.Generator:
     """A generator seeded by (seed, keys): draws that depend on the step, not on history (exact resume)."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0]))
-
-
-def wandb_mode(requested: str) -> str:
-    """``online`` without credentials falls back to ``offline`` (with a note)."""
-    if requested != "online":
-        return requested
-    netrc = Path.home() / ".netrc"
-    if os.environ.get("WANDB_API_KEY") or (netrc.exists() and "api.wandb.ai" in netrc.read_text()):
-        return "online"
-    print("wandb: no credentials found, logging offline (sync later with `wandb sync`)", file=sys.stderr)
-    return "offline"
-
-
-def start_wandb(cfg: Config, run_dir: Path, extra: dict[str, Any]):
-    if cfg.run.wandb == "disabled":
-        return None
-    import wandb
-
-    id_file = run_dir / "wandb_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
-    id_file.write_text(run_id)
-    m = cfg.model
-    tags = [f"model:{m.name}", f"attn:{m.attn}", f"decoder:{m.decoder}", f"gate:{m.skip_gate}",
-            f"physics:{'on' if cfg.loss.physics_weight > 0 else 'off'}", *[f"place:{p}" for p in m.places()],
-            *cfg.run.tags]
-    return wandb.init(project=cfg.run.wandb_project, name=run_dir.name, group=cfg.run.group or None, tags=tags,
-                      config={**cfg.to_dict(), **extra}, dir=str(run_dir), id=run_id, resume="allow",
-                      mode=wandb_mode(cfg.run.wandb), settings=wandb.Settings(silent=True))
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from fwi.data.geology import GeologyConfig, generate_model
 from fwi.data.presets import PRESETS, Preset, get_preset
 from fwi.atomic import atomic_path, write_text
 from fwi.data.store import (ARRAYS, SPLITS, DatasetError, RunningNormalisation, check_sample_arrays, create_split,
-                            write_block, write_dataset)
+                            read_info, write_block, write_dataset)
 from fwi.physics import Survey, forward_model
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -215,6 +215,29 @@ def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: i
     if shard is not None:
         return None
     return merge_parts(out, [parts_dir], overwrite=overwrite)
+
+
+def ensure_generated(path: Path, preset: str, *, seed: int = 0, workers: int = 1, progress: bool = True) -> Path:
+    """``path``, generated from ``preset`` first when it does not exist; checked (`read_info`) either way.
+
+    A file made from the same preset and seed but with other split sizes (the preset changed since) gets a note.
+    """
+    path = Path(path)
+    if not path.exists():
+        print(f"no dataset at {path}: generating preset {preset!r} (seed {seed}) ...", flush=True)
+        generate(path, preset, seed=seed, workers=workers, resume=True, progress=progress)
+    info = read_info(path)  # validates, with a clear message for a corrupt file
+    made = info.attrs.get("generator")
+    if isinstance(made, dict) and made.get("preset") == preset and str(info.attrs.get("seed")) == str(seed):
+        expected = PRESETS[preset].sizes if preset in PRESETS else info.sizes
+        if info.sizes != expected:
+            print(f"note: {path} holds preset {preset!r} with {_sizes(info.sizes)}; the preset now has "
+                  f"{_sizes(expected)} (delete the file to regenerate it from the preset)", file=sys.stderr)
+    return path
+
+
+def _sizes(sizes: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sizes.items())
 
 
 def parse_shard(text: str) -> tuple[int, int]:
