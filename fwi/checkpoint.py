@@ -34,6 +34,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "Unsupported global" in str(exc):  # never pass on torch's suggestion of weights_only=False
+            raise CheckpointError(f"{path} holds objects other than tensors and plain values; fwi refuses to "
+                                  "unpickle them (torch.load weights_only=True), it was not written by fwi") from None
+        if "weights_only" in str(exc):
+            raise CheckpointError(f"{path} is not a readable checkpoint (damaged, truncated or not a torch.save "
+                                  "file)") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {first_line[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an fwi checkpoint")

@@ -12,6 +12,11 @@ Unknown YAML keys or CLI flags are errors that list the valid ones; the resolved
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import math
+import re
+import sys
 import dataclasses
 import types
 import typing
@@ -94,8 +99,20 @@ class Config:
     def validate(self) -> "Config":
         self.model.validate()
         self.loss.validate()
-        if self.optim.epochs < 1 or self.optim.batch_size < 1 or self.optim.lr <= 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        o, r, d = self.optim, self.run, self.data
+        checks = [("optim.epochs", o.epochs, o.epochs >= 1, ">= 1"), ("optim.batch_size", o.batch_size,
+                  o.batch_size >= 1, ">= 1"), ("optim.eval_batch_size", o.eval_batch_size, o.eval_batch_size >= 1,
+                  ">= 1"), ("optim.lr", o.lr, o.lr > 0 and math.isfinite(o.lr), "> 0"),
+                  ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
+                  ("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, ">= 0 (0 = off)"),
+                  ("run.stop_after", r.stop_after, r.stop_after >= 0, ">= 0 (0 = all epochs)"),
+                  ("run.misfit_samples", r.misfit_samples, r.misfit_samples >= 0, ">= 0"),
+                  ("run.images", r.images, r.images >= 0, ">= 0"),
+                  ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0"),
+                  ("data.generate_workers", d.generate_workers, d.generate_workers >= 0, ">= 0 (0 = all cores)")]
+        for name, value, ok, valid in checks:
+            if not ok:
+                raise ValueError(f"{name} = {value!r} is out of range; it must be {valid}")
         if self.data.time_decimation < 1:
             raise ValueError(f"time_decimation must be >= 1, got {self.data.time_decimation}")
         if self.data.cache_gb < 0:
@@ -162,8 +179,15 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return _coerce(next(a for a in args if a is not type(None)), value, where)
     if origin is tuple:
         return tuple(value or ())
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint in (int, float) and isinstance(value, bool):  # bool is an int subclass: `batch_size: true` is nonsense
+        raise ValueError(f"{where} = {value!r} should be of type {hint.__name__}")
     if hint in (int, float, str, bool) and not isinstance(value, hint):
         raise ValueError(f"{where} = {value!r} should be of type {hint.__name__}")
     return value
@@ -199,6 +223,33 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m fwi.train",
     base = load_config(known.config)
     description = (description or "") + "\n\n--config FILE  YAML config whose values are the defaults below " \
         "(default: configs/default.yaml)"
-    cfg = tyro.cli(Config, default=base, args=rest, prog=prog, description=description,
-                   config=(tyro.conf.OmitArgPrefixes,))
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            cfg = tyro.cli(Config, default=base, args=rest, prog=prog, description=description,
+                           config=(tyro.conf.OmitArgPrefixes,))
+    except SystemExit as exc:
+        if exc.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        raise ValueError(one_line_cli_error(captured.getvalue(), prog)) from None
     return cfg.validate()
+
+
+def one_line_cli_error(text: str, prog: str) -> str:
+    """tyro's boxed error message as one line: what is wrong, and the suggested flag if it has one."""
+    lines = [re.sub(r"^[\s│╭╰─┃]+|[\s│╮╯─┃]+$", "", line) for line in text.splitlines()]
+    lines = [line for line in lines if line and not set(line) <= set("─━")]
+    lines = [line for line in lines if not line.startswith("For full helptext") and "(default:" not in line]
+    if not lines:
+        return f"invalid command line (see {prog} --help)"
+    title, *body = lines
+    message = body[0] if body else title
+    hint = ""
+    if "Perhaps you meant:" in body:
+        after = body[body.index("Perhaps you meant:") + 1:]
+        hint = f"; did you mean {after[0].split()[0]}?" if after else ""
+    elif "Argument helptext:" in body:
+        after = body[body.index("Argument helptext:") + 1:]
+        hint = f" (expected {after[0]})" if after else ""
+    return f"{message}{hint} (see {prog} --help)"

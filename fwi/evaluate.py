@@ -17,9 +17,9 @@ HDF5 file with one 2D/3D/4D dataset, or the one named by ``--key``) and SEG-Y (`
 `fwi.io.segy.write_velocity`). Models of another size are an error unless ``--resample`` (bilinear) is given.
 
 ``--no-misfit`` skips the data misfit (one forward modelling per sample), ``--no-figures`` writes metrics.json only.
-A progress bar over the batches shows on a terminal. Library use (notebooks, the ablation runner): `load_run`,
-`evaluate_split` / `evaluate_models` (an `Evaluation` with per-sample metrics, predictions and figure helpers) and
-`write_report`.
+A progress bar over the batches shows on a terminal. Library use (notebooks, the ablation runner): `load_run`
+(`fwi.run`), `evaluate_split` / `evaluate_models` (an `Evaluation` with per-sample metrics, predictions and figure
+helpers, scored by `fwi.scoring`) and `write_report`. Model files are read by `fwi.io.velocity_files`.
 
 Problems with the input (missing or damaged checkpoint, shape mismatch, NaN in a model) print one ``error:`` line
 and exit with status 2; metrics.json is written last, atomically, so a failed run leaves no half-written results.
@@ -28,6 +28,7 @@ and exit with status 2; metrics.json is written last, atomically, so a failed ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,135 +41,22 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from fwi import viz
 from fwi.atomic import atomic_path, write_text
-from fwi.checkpoint import CheckpointError, load_checkpoint
 from fwi.cli import friendly_errors
-from fwi.config import from_dict
+from fwi.lock import run_lock
 from fwi.data.dataset import SALT_THRESHOLD, FWIDataset
-from fwi.data.transforms import Normalizer, decimate_time
-from fwi.distributed import resolve_device
-from fwi.losses import clamp_velocity
-from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
-from fwi.models.build import ModelConfig, build_model
-from fwi.physics import Survey, forward_model
+from fwi.io.velocity_files import load_velocity_file, resample_models  # noqa: F401  (library use)
+from fwi.physics import Survey
+from fwi.scoring import METRICS, score_batches
+from fwi.run import LoadedRun, find_run, load_run  # noqa: F401  (load_run / find_run: library use)
 
-#: Per-sample metrics in the order they are reported.
-METRICS = ("mae", "rmse", "ssim", "mae_ms", "rmse_ms", "mse", "mse_ms", "iou", "dice", "data_misfit")
 #: Metrics drawn in the histogram.
 HISTOGRAM_METRICS = ("mae_ms", "rmse_ms", "ssim", "iou", "data_misfit")
 HIGHER_IS_BETTER = {"ssim", "iou", "dice"}
-SEGY_SUFFIXES = {".sgy", ".segy"}
-HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf"}
-
-
-# ---------------------------------------------------------------------------------------------------- the run
-@dataclass
-class LoadedRun:
-    """A trained network ready for inference, with everything needed to reproduce its data pipeline."""
-
-    model: nn.Module  # in eval mode, on ``device``
-    config: dict[str, Any]  # the resolved training config (sections data / model / loss / optim / run)
-    survey: Survey
-    normalizer: Normalizer
-    data_shape: tuple[int, int, int]  # (S, T', R) of the network's input
-    time_decimation: int
-    checkpoint: Path
-    device: torch.device
-    epoch: int = 0
-    data: str = ""  # dataset path recorded at training time
-
-    @property
-    def run_dir(self) -> Path:
-        return self.checkpoint.parent
-
-    @property
-    def name(self) -> str:
-        return self.run_dir.name
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.survey.shape
-
-    @torch.no_grad()
-    def predict(self, gathers: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Network output for normalised gathers (B, S, T', R): velocity [-1, 1] and salt logits, float32."""
-        if tuple(gathers.shape[1:]) != self.data_shape:
-            raise ValueError(f"gathers {tuple(gathers.shape[1:])} do not match the run's input {self.data_shape}")
-        out = self.model(gathers.to(self.device, torch.float32))
-        return {k: v.float() for k, v in out.items()}
-
-    @torch.no_grad()
-    def model_data(self, velocity_ms: torch.Tensor, survey: Survey | None = None, clamp: bool = False
-                   ) -> torch.Tensor:
-        """Raw gathers (B, S, T', R) of velocities (B, nz, nx) in m/s, modelled and decimated like the training data.
-
-        ``clamp``: clamp into the propagatable range first (for predictions); otherwise the velocity is checked and a
-        model the survey cannot propagate is an error.
-        """
-        survey = survey or self.survey
-        v = torch.as_tensor(velocity_ms, dtype=torch.float32).to(self.device)
-        if clamp:
-            v = clamp_velocity(v, survey)
-        return decimate_time(forward_model(v, survey, check=not clamp), self.time_decimation)
-
-    def describe(self) -> str:
-        m = self.config.get("model", {})
-        return (f"{self.name}: {m.get('name', '?')} attn={m.get('attn', 'none')} epoch {self.epoch}, grid "
-                f"{self.grid[0]}x{self.grid[1]}, input {self.data_shape}, checkpoint {self.checkpoint}")
-
-
-def find_run(path: str | os.PathLike) -> Path:
-    """``path`` as given, or relative to the repository root when it does not exist from the working directory (a
-    notebook runs in ``notebooks/``, run directories live in ``<repo>/runs/``)."""
-    path = Path(path)
-    if path.exists() or path.is_absolute():
-        return path
-    candidate = Path(__file__).resolve().parent.parent / path
-    return candidate if candidate.exists() else path
-
-
-def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run directory (its ``best.pt``) or a checkpoint file and rebuild the network in eval mode."""
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    path = Path(path)
-    checkpoint = path / "best.pt" if path.is_dir() else path
-    try:
-        state = load_checkpoint(checkpoint, map_location=device)
-    except CheckpointError as exc:  # torch's unpickling messages span many lines; keep the error to one
-        text, marker = str(exc), " is not a readable checkpoint"
-        if "\n" in text and marker in text:
-            text = text[:text.index(marker) + len(marker)] + " (damaged, truncated or not a torch.save file)"
-        raise CheckpointError(" ".join(text.split())) from None
-    missing = [k for k in ("model", "config", "survey", "normalisation", "data_shape") if k not in state]
-    if missing:
-        raise CheckpointError(f"{checkpoint} lacks {', '.join(missing)}: it was not written by fwi.train")
-    config = state["config"]
-    try:
-        model_cfg = from_dict(ModelConfig, config["model"], f"{checkpoint}: config.model")
-        survey = Survey.from_dict(dict(state["survey"]))
-        normalizer = Normalizer.from_dict(state["normalisation"])
-        data_shape = tuple(int(v) for v in state["data_shape"])
-        time_decimation = int(config.get("data", {}).get("time_decimation", 1))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{checkpoint} holds an invalid run description ({type(exc).__name__}: {exc})") from None
-    model = build_model(model_cfg, data_shape, survey.shape)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{checkpoint}: the weights do not fit the configured model "
-                              f"({' '.join(line.strip() for line in first[:3])})") from None
-    channels_last = bool(config.get("optim", {}).get("channels_last", False))
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
-    return LoadedRun(model=model, config=config, survey=survey, normalizer=normalizer, data_shape=data_shape,
-                     time_decimation=time_decimation, checkpoint=checkpoint.resolve(), device=device,
-                     epoch=int(state.get("epoch", 0)), data=str(state.get("data", "")))
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -280,35 +168,35 @@ class Evaluation:
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
-Batch = tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _score(run: LoadedRun, batches: Iterable[Batch], survey: Survey, misfit: bool) -> dict[str, Any]:
-    """Invert and score batches of (index, normalised gathers, raw decimated gathers, velocity m/s, mask)."""
+def _score(run: LoadedRun, batches: Iterable[dict[str, Any]], survey: Survey, misfit: bool) -> dict[str, Any]:
+    """Invert and score batches (`fwi.scoring` layout plus ``velocity_ms`` (B, nz, nx) and ``mask`` (B, nz, nx)):
+    per-sample metrics and the arrays the figures need."""
     normalizer = run.normalizer
     out: dict[str, list] = {"index": [], "true_v": [], "pred_v": [], "true_m": [], "pred_m": []}
     values: dict[str, list] = {}
-    for index, gathers, raw, velocity, mask in batches:
-        pred = run.predict(gathers)
-        true_v = velocity.to(run.device, torch.float32)[:, None]
-        true_m = mask.to(run.device, torch.float32)[:, None]
-        scores = {**velocity_metrics(pred["velocity"], normalizer.velocity(true_v), normalizer, reduction="none"),
-                  **salt_metrics(pred["salt_logits"], true_m, reduction="none")}
-        pred_v = normalizer.velocity_inverse(pred["velocity"][:, 0])
-        if misfit:
-            scores["data_misfit"] = data_misfit(pred_v, raw.to(run.device), survey, run.time_decimation)
-        for k, v in scores.items():
+    for scored in score_batches(run.predict, batches, normalizer, survey, run.device, run.time_decimation,
+                                None if misfit else 0):
+        b, pred = scored.batch, scored.pred
+        for k, v in scored.scores.items():
             values.setdefault(k, []).append(v.detach().cpu().double().numpy())
-        out["index"].append(np.asarray(index))
-        out["true_v"].append(velocity.cpu().float().numpy())
-        out["pred_v"].append(pred_v.cpu().numpy())
-        out["true_m"].append(mask.cpu().numpy().astype(np.uint8))
+        out["index"].append(np.asarray(b["index"]))
+        out["true_v"].append(b["velocity_ms"].cpu().float().numpy())
+        out["pred_v"].append(normalizer.velocity_inverse(pred["velocity"][:, 0]).cpu().numpy())
+        out["true_m"].append(b["mask"].cpu().numpy().astype(np.uint8))
         out["pred_m"].append((pred["salt_logits"][:, 0] > 0).cpu().numpy().astype(np.uint8))
     if not out["index"]:
         raise ValueError("nothing to evaluate: the set is empty")
     metrics = {k: np.concatenate(values[k]) for k in METRICS if k in values}
     return {"index": np.concatenate(out["index"]), "metrics": metrics,
             **{k: np.concatenate(out[k]) for k in ("true_v", "pred_v", "true_m", "pred_m")}}
+
+
+def _batch(index, raw: torch.Tensor, velocity_ms: torch.Tensor, mask: torch.Tensor, normalizer) -> dict[str, Any]:
+    """A `fwi.scoring` batch of raw decimated gathers (B, S, T', R), velocity (B, nz, nx) m/s and mask (B, nz, nx)."""
+    velocity_ms, mask = velocity_ms.float(), mask.float()
+    return {"index": index, "gathers": normalizer.gathers(raw), "observed": raw,
+            "velocity": normalizer.velocity(velocity_ms)[:, None], "salt_mask": mask[:, None],
+            "velocity_ms": velocity_ms, "mask": mask}
 
 
 def _progress(iterable, total: int, desc: str, progress: bool | None):
@@ -347,10 +235,9 @@ def evaluate_split(run: LoadedRun, split: str = "test", data: str | os.PathLike 
     normalizer = run.normalizer
     loader = DataLoader(Subset(raw_set, indices), batch_size=batch_size)
 
-    def batches() -> Iterator[Batch]:
+    def batches() -> Iterator[dict[str, Any]]:
         for b in _progress(loader, len(loader), f"{run.name} {split}", progress):
-            yield (b["index"].numpy(), normalizer.gathers(b["gathers"]), b["gathers"], b["velocity"][:, 0],
-                   b["salt_mask"][:, 0])
+            yield _batch(b["index"].numpy(), b["gathers"], b["velocity"][:, 0], b["salt_mask"][:, 0], normalizer)
 
     result = _score(run, batches(), raw_set.survey, misfit)
 
@@ -380,12 +267,12 @@ def evaluate_models(run: LoadedRun, velocity: np.ndarray | torch.Tensor, name: s
     normalizer = run.normalizer
     starts = range(0, len(v), batch_size)
 
-    def batches() -> Iterator[Batch]:
+    def batches() -> Iterator[dict[str, Any]]:
         for start in _progress(starts, len(starts), f"{run.name} {name}", progress):
             chunk = v[start:start + batch_size]
             raw = run.model_data(chunk).cpu()
-            yield (np.arange(start, start + len(chunk)), normalizer.gathers(raw), raw, chunk,
-                   (chunk >= salt_threshold).float())
+            yield _batch(np.arange(start, start + len(chunk)), raw, chunk, (chunk >= salt_threshold).float(),
+                         normalizer)
 
     result = _score(run, batches(), run.survey, misfit)
 
@@ -409,96 +296,12 @@ def _batch_size(run: LoadedRun, batch_size: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- external
-def load_velocity_file(path: str | os.PathLike, key: str | None = None, split: str = "test"
-                       ) -> tuple[np.ndarray, float | None]:
-    """Velocity models (N, nz, nx) float32 in m/s from a .npy, HDF5 or SEG-Y file, and their cell size if known."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    suffix = path.suffix.lower()
-    dx = None
-    if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
-    elif suffix in HDF5_SUFFIXES:
-        arr = _read_hdf5(path, key, split)
-    elif suffix in SEGY_SUFFIXES:
-        from fwi.io.segy import read_velocity
-
-        arr, dx = read_velocity(path)
-    else:
-        raise ValueError(f"{path}: unsupported model file type {path.suffix!r}; use .npy, .h5 / .hdf5 or "
-                         ".sgy / .segy")
-    arr = np.asarray(arr)
-    if arr.ndim == 4 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    elif arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3 or 0 in arr.shape:
-        raise ValueError(f"{path}: expected velocity models (nz, nx), (N, nz, nx) or (N, 1, nz, nx), got shape "
-                         f"{arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(f"{path}: velocity must be real numbers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32), dx
-
-
-def _read_hdf5(path: Path, key: str | None, split: str) -> np.ndarray:
-    import h5py
-
-    from fwi.data.store import FORMAT
-
-    try:
-        with h5py.File(path, "r") as f:
-            if key is None and f.attrs.get("format") == FORMAT:
-                if split not in f or "velocity" not in f[split]:
-                    raise ValueError(f"{path} is an fwi dataset without a {split!r} split (it has "
-                                     f"{', '.join(k for k in f if isinstance(f[k], h5py.Group)) or 'none'}); "
-                                     "choose one with --split")
-                return f[split]["velocity"][()]
-            found: list[str] = []
-            f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
-            if key is not None:
-                if key not in found:
-                    raise ValueError(f"{path} has no dataset {key!r}; it has {', '.join(found) or 'none'}")
-                return f[key][()]
-            candidates = [n for n in found if f[n].ndim in (2, 3, 4)]
-            if len(candidates) != 1:
-                raise ValueError(f"{path} holds {len(candidates)} 2D-4D datasets ({', '.join(candidates) or 'none'}); "
-                                 "choose one with --key")
-            return f[candidates[0]][()]
-    except OSError as exc:
-        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
-
-
 def check_models(velocity: np.ndarray, run: LoadedRun, source: str = "the models") -> None:
-    """Raise ValueError for models that do not fit the run's grid or cannot be propagated by its survey."""
+    """Raise ValueError (`fwi.physics.SurveyError`) for (N, nz, nx) models that do not fit the run's grid or cannot
+    be propagated by its survey (`Survey.check_velocity`)."""
     if velocity.ndim != 3:
         raise ValueError(f"{source}: expected (N, nz, nx) velocity models, got shape {velocity.shape}")
-    if tuple(velocity.shape[1:]) != run.grid:
-        raise ValueError(f"{source}: models are {velocity.shape[1]} x {velocity.shape[2]} (nz x nx) but the run's "
-                         f"grid is {run.grid[0]} x {run.grid[1]}; pass --resample to resample them bilinearly")
-    finite = np.isfinite(velocity).reshape(len(velocity), -1).all(1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(f"{source}: model(s) {bad[:5].tolist()} contain NaN or inf values")
-    vmin, vmax = float(velocity.min()), float(velocity.max())
-    if vmin <= 0:
-        raise ValueError(f"{source}: velocity must be positive (m/s), found a minimum of {vmin:g}")
-    if vmax > run.survey.max_velocity:
-        raise ValueError(f"{source}: velocity reaches {vmax:g} m/s, above the run's survey max_velocity "
-                         f"{run.survey.max_velocity:g} m/s; the run's survey cannot propagate it")
-
-
-def resample_models(velocity: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Bilinear resampling of (N, nz, nx) models to ``grid`` (cell-centre aligned; anti-aliased when shrinking)."""
-    if tuple(velocity.shape[1:]) == tuple(grid):
-        return velocity
-    v = torch.from_numpy(np.ascontiguousarray(velocity, dtype=np.float32))[:, None]
-    shrink = grid[0] < v.shape[-2] or grid[1] < v.shape[-1]
-    out = F.interpolate(v, size=tuple(grid), mode="bilinear", align_corners=False, antialias=shrink)
-    return out[:, 0].numpy()
+    run.survey.check_velocity(velocity, name=source, shape_hint="; pass --resample to resample them bilinearly")
 
 
 def prepare_external(path: str | os.PathLike, run: LoadedRun, key: str | None = None, split: str = "test",
@@ -507,9 +310,8 @@ def prepare_external(path: str | os.PathLike, run: LoadedRun, key: str | None = 
     path = Path(path)
     velocity, dx = load_velocity_file(path, key, split)
     meta: dict[str, Any] = {"source": str(path.resolve()), "original_shape": list(velocity.shape[1:])}
-    if not np.isfinite(velocity).all():  # before resampling, which would smear the NaN
-        bad = np.flatnonzero(~np.isfinite(velocity).reshape(len(velocity), -1).all(1))
-        raise ValueError(f"{path}: model(s) {bad[:5].tolist()} contain NaN or inf values")
+    if resample:  # before resampling, which would smear a NaN; the grid is checked after it
+        run.survey.check_velocity(velocity, name=str(path), check_shape=False)
     if dx is not None and not math.isclose(dx, run.survey.dx, rel_tol=1e-6):
         meta["file_dx"] = dx
         print(f"note: {path} has {dx:g} m cells, the run's survey {run.survey.dx:g} m; the model is used on the run's "
@@ -607,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     run = load_run(args.run, args.device)
     out = Path(args.out) if args.out else run.run_dir / f"eval-{args.split}"
+    inside = out.resolve().is_relative_to(run.run_dir.resolve())
+    with run_lock(run.run_dir) if inside else contextlib.nullcontext():  # a training of the run must not run now
+        return _evaluate(args, run, out)
+
+
+def _evaluate(args: argparse.Namespace, run: LoadedRun, out: Path) -> int:
     if args.models:
         paths = [Path(m) for m in args.models]
         prepared = [prepare_external(p, run, args.key, args.split, args.resample) for p in paths]  # all checked first

@@ -68,3 +68,10 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.close(fd)  # closing releases the flock
+
+
+def run_lock(run_dir: str | os.PathLike):
+    """The lock that makes one process (a training, or an evaluation writing into it) the owner of ``run_dir``:
+    ``.<name>.lock`` beside the directory, so that replacing the directory (--overwrite) keeps it."""
+    run_dir = Path(run_dir)
+    return exclusive_lock(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}")

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -30,12 +31,15 @@ from tqdm.auto import tqdm
 
 from fwi import distributed as D
 from fwi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fwi.atomic import write_text
 from fwi.cli import friendly_errors
 from fwi.config import Config, parse_args, save_config
 from fwi.data.dataset import FWIDataset
 from fwi.data.generate import ensure_generated
+from fwi.data.store import DatasetError
+from fwi.lock import run_lock
 from fwi.losses import FWILoss
-from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
+from fwi.scoring import evaluate_loader
 from fwi.models import build_model
 from fwi.models.summary import count_flops, count_params
 from fwi import viz
@@ -43,7 +47,11 @@ from fwi.tracking import start_wandb
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, a weight or a BatchNorm statistic became NaN or infinite."""
+
+
+class DataError(DatasetError):
+    """A batch of training data holds NaN or inf."""
 
 
 def ensure_dataset(cfg: Config) -> Path:
@@ -61,44 +69,6 @@ def step_generator(seed: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0]))
 
 
-@torch.no_grad()
-def evaluate_loader(model: torch.nn.Module, loader: DataLoader, loss_fn: FWILoss, device: torch.device,
-                    misfit_samples: int = 0) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Mean metrics over ``loader`` and the first batch's tensors (for figures).
-
-    Besides the metrics: ``loss`` (the training loss without its physics term: comparable with train/total when
-    the physics loss is off) and its parts ``salt_bce`` and ``salt_dice``, to watch for over-fitting.
-    """
-    model.eval()
-    sums: dict[str, float] = {}
-    count, first, misfits = 0, None, []
-    normalizer, survey = loss_fn.normalizer, loss_fn.survey
-    for batch in loader:
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        pred = model(batch["gathers"])
-        pred = {k: v.float() for k, v in pred.items()}
-        n = batch["velocity"].shape[0]
-        values = {**velocity_metrics(pred["velocity"], batch["velocity"], normalizer),
-                  **salt_metrics(pred["salt_logits"], batch["salt_mask"])}
-        _, parts = loss_fn(pred, batch, with_physics=False)
-        values.update(loss=parts["total"], salt_bce=parts["salt_bce"], salt_dice=parts["salt_dice"])
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * n
-        count += n
-        if len(misfits) < misfit_samples:
-            k = min(n, misfit_samples - len(misfits))
-            v_ms = normalizer.velocity_inverse(pred["velocity"][:k, 0]).clamp(1000.0, survey.max_velocity)
-            observed = normalizer.gathers_inverse(batch["gathers"][:k])
-            misfits += data_misfit(v_ms, observed, survey, loss_fn.data_time_decimation).tolist()
-        if first is None:
-            first = {"pred": pred, "batch": batch}
-    metrics = {k: v / max(count, 1) for k, v in sums.items()}
-    metrics["rmse"], metrics["rmse_ms"] = metrics["mse"] ** 0.5, metrics["mse_ms"] ** 0.5  # RMSE over the whole set
-    if misfits:
-        metrics["data_misfit"] = float(np.mean(misfits))
-    return metrics, first
-
-
 def prediction_figure(first: dict, normalizer, n: int, dx: float):
     pred, batch = first["pred"], first["batch"]
     n = min(n, pred["velocity"].shape[0])
@@ -114,12 +84,59 @@ def batch_example(dataset: FWIDataset, device: torch.device) -> torch.Tensor:
     return dataset[0]["gathers"][None].to(device)
 
 
-def prepare_run_dir(cfg: Config) -> Path:
+#: Config keys a ``--resume`` may change: they cannot change the weights or the recorded metrics.
+RESUME_FREE_KEYS = frozenset({
+    "data.num_workers", "data.cache_gb", "data.generate_workers", "optim.device", "optim.eval_batch_size",
+    "run.out", "run.name", "run.wandb", "run.wandb_project", "run.group", "run.tags", "run.resume", "run.overwrite",
+    "run.stop_after", "run.progress", "run.images"})
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def resume_conflicts(requested: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """``key (recorded -> requested)`` for every result-changing key in which a resume differs from its checkpoint."""
+    new, old = _flatten(requested), _flatten(recorded)
+    return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(new) | set(old))
+            if k not in RESUME_FREE_KEYS and new.get(k) != old.get(k)]
+
+
+def check_resume(cfg: Config, checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint to resume from, after checking that ``cfg`` would continue the same run (else an error)."""
+    state = load_checkpoint(checkpoint)
+    conflicts = resume_conflicts(cfg.to_dict(), state.get("config", {}))
+    if conflicts:
+        raise CheckpointError(
+            f"--resume would not continue {checkpoint.parent.name} as it was trained: {', '.join(conflicts)}. "
+            "Drop these flags to continue it (the learning-rate schedule is fixed by its epochs and batch size), "
+            "or start another run with --name (or --overwrite)")
+    return state
+
+
+def remove_debris(run_dir: Path) -> None:
+    """Temporary files of a killed writer (``.*.tmp.pt``, ``.*.tmp.*``) in a run directory we hold the lock of."""
+    for path in run_dir.glob(".*.tmp*"):
+        if path.is_file():
+            path.unlink()
+
+
+def prepare_run_dir(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory, made ready for this run (the caller holds its lock), and the state to resume from."""
     run_dir = Path(cfg.run.out) / cfg.run_name()
+    if run_dir.exists():
+        remove_debris(run_dir)
     if cfg.run.resume:
         if not (run_dir / "last.pt").exists():
             raise CheckpointError(f"--resume: no checkpoint {run_dir / 'last.pt'} to resume from")
-    elif (run_dir / "last.pt").exists():  # a directory without a checkpoint holds nothing worth keeping
+        return run_dir, check_resume(cfg, run_dir / "last.pt")
+    if (run_dir / "last.pt").exists():  # a directory without a checkpoint holds nothing worth keeping
         if not cfg.run.overwrite:
             raise FileExistsError(f"run directory {run_dir} exists; use --resume to continue it, --overwrite to "
                                   "replace it, or --name for a new run")
@@ -135,17 +152,59 @@ def prepare_run_dir(cfg: Config) -> Path:
         if stale:
             print(f"note: {run_dir} had no checkpoint; its earlier records ({', '.join(p.name for p in stale)}) "
                   "were removed and the run starts from epoch 1", file=sys.stderr)
-    return run_dir
+    return run_dir, None
+
+
+def repair_records(run_dir: Path, state: dict[str, Any]) -> None:
+    """Make the side files agree with the checkpoint (the source of truth) after a kill at any point.
+
+    ``metrics.jsonl`` is rewritten from the history inside ``last.pt``; a ``best.pt`` that lags the best epoch
+    recorded there (a kill between the two checkpoint writes) is restored from ``last.pt``, which is that epoch.
+    """
+    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+    best_epoch = state.get("best_epoch")
+    if best_epoch is None:
+        return
+    best_path = run_dir / "best.pt"
+    on_disk = load_checkpoint(best_path)["epoch"] if best_path.exists() else None
+    if on_disk != best_epoch and best_epoch == state["epoch"]:
+        shutil.copyfile(run_dir / "last.pt", best_path)
+        print(f"note: {best_path} lagged the best epoch {best_epoch} recorded in last.pt; restored", file=sys.stderr)
+
+
+def non_finite_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of parameters and buffers (BatchNorm running statistics included) holding NaN or inf."""
+    named = [*module.named_parameters(), *module.named_buffers()]
+    return [n for n, t in named if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def kill_hook(point: str, epoch: int) -> None:
+    """Test hook: ``FWI_KILL_AT=<point>:<epoch>`` SIGKILLs this process there (e.g. ``after-last:1``)."""
+    if os.environ.get("FWI_KILL_AT") == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _last_good(run_dir: Path, epoch: int) -> str:
+    if epoch == 0 or not (run_dir / "last.pt").exists():
+        return "No checkpoint was written yet (it diverged in the first epoch)"
+    return f"The last good checkpoint ({run_dir / 'last.pt'}, epoch {epoch}) is kept"
 
 
 def train(cfg: Config) -> Path:
     """Run the training described by ``cfg``; returns the run directory."""
     device = D.resolve_device(cfg.optim.device)
     distributed = D.setup(device)
+    torch.manual_seed(cfg.optim.seed)
+    run_dir = Path(cfg.run.out) / cfg.run_name()
+    lock = run_lock(run_dir) if D.is_main() else nullcontext()
+    with lock:
+        return _train(cfg, device, distributed, run_dir)
+
+
+def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) -> Path:
     rank, _, world_size = D.world()
     main = rank == 0
-    torch.manual_seed(cfg.optim.seed)
-    run_dir = prepare_run_dir(cfg) if main else Path(cfg.run.out) / cfg.run_name()
+    resumed = prepare_run_dir(cfg)[1] if main else None  # checked against the config before anything is written
     data_path = ensure_dataset(cfg)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,14 +233,17 @@ def train(cfg: Config) -> Path:
     total_steps = cfg.optim.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=total_steps,
                                                     pct_start=0.1, anneal_strategy="cos")
-    start_epoch, best, history = 0, math.inf, []
+    start_epoch, best, best_epoch, history = 0, math.inf, None, []
     if cfg.run.resume:
-        state = load_checkpoint(run_dir / "last.pt", map_location=device)
+        state = resumed if resumed is not None else load_checkpoint(run_dir / "last.pt")
+        if main:
+            repair_records(run_dir, state)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"], state["best"], list(state["history"])
+        best_epoch = state.get("best_epoch")
         if main:
             print(f"resuming {run_dir} after epoch {start_epoch}")
     n_params = count_params(model)
@@ -196,6 +258,7 @@ def train(cfg: Config) -> Path:
     def checkpoint_state(epoch: int) -> dict[str, Any]:
         return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "best": best,
+                "best_epoch": best_epoch,
                 "history": history, "config": cfg.to_dict(), "survey": survey.to_dict(),
                 "normalisation": normalizer.to_dict(), "data_shape": list(data_shape), "data": str(data_path)}
 
@@ -210,15 +273,19 @@ def train(cfg: Config) -> Path:
                    dynamic_ncols=True, leave=False)
         for step, batch in enumerate(bar):
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            bad = [k for k in ("gathers", "velocity") if not torch.isfinite(batch[k]).all()]
+            if bad:
+                raise DataError(f"{data_path}: the {' and '.join(bad)} of train samples "
+                                f"{[int(i) for i in batch['index']]} contain NaN or inf (a data error, not a training "
+                                "one; check the file with `python -m fwi.data.generate verify`)")
             with autocast:
                 pred = net(batch["gathers"].contiguous(memory_format=memory_format))
             pred = {k: v.float() for k, v in pred.items()}
             loss, parts = loss_fn(pred, batch, epoch=epoch + step / len(loader),
                                   generator=step_generator(cfg.optim.seed, epoch, step, rank))
             if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. The last good "
-                    f"checkpoint ({run_dir / 'last.pt'}, epoch {epoch}) is kept; try a lower --lr")
+                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"stopping. {_last_good(run_dir, epoch)}; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:
@@ -235,12 +302,20 @@ def train(cfg: Config) -> Path:
             record = {"epoch": epoch + 1, **train_metrics, **{f"val/{k}": v for k, v in val_metrics.items()},
                       "lr": scheduler.get_last_lr()[0], "epoch_time_s": train_time,
                       "samples_per_s": len(loader) * per_rank_batch * world_size / train_time}
+            broken = non_finite_tensors(model)
+            if broken:
+                raise TrainingDiverged(f"after epoch {epoch + 1} (step {len(loader)}) the weights hold NaN or inf "
+                                       f"({', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''}); not saved. "
+                                       f"{_last_good(run_dir, epoch)}; try a lower --lr")
             history.append(record)
             improved = val_metrics["mae"] < best
-            best = min(best, val_metrics["mae"])
-            save_checkpoint(checkpoint_state(epoch + 1), run_dir / "last.pt")
+            if improved:
+                best, best_epoch = val_metrics["mae"], epoch + 1
+            save_checkpoint(checkpoint_state(epoch + 1), run_dir / "last.pt")  # the commit point of the epoch
+            kill_hook("after-last", epoch + 1)
             if improved:
                 save_checkpoint(checkpoint_state(epoch + 1), run_dir / "best.pt")
+            kill_hook("after-best", epoch + 1)
             with open(run_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             print(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {train_metrics['train/total']:.4f}  "
