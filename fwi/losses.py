@@ -40,18 +40,13 @@ import deepwave
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from fwi.data.transforms import Normalizer, decimate_time
-from fwi.physics import Survey, forward_model
+from fwi.metrics import ssim01
+from fwi.physics import PHYSICS_MIN_VELOCITY, Survey, clamp_velocity, forward_model
 
-#: Lower clamp (m/s) of predicted velocities before forward modelling; see `clamp_velocity`.
-PHYSICS_MIN_VELOCITY = 1000.0
 #: Additive smoothing of the soft Dice coefficient (per sample); makes two empty masks a perfect match.
 DICE_SMOOTH = 1.0
-#: SSIM settings as used by OpenFWI: 11 x 11 Gaussian window with sigma 1.5, images in [0, 1].
-SSIM_SIGMA = 1.5
-SSIM_KERNEL = 11
 
 _CHOICES = {
     "velocity_loss": ("l1", "l2"),
@@ -105,22 +100,6 @@ class LossConfig:
                              f"(got {self.physics_start_epoch}): there would be nothing to train on before it")
 
 
-def clamp_velocity(velocity_ms: torch.Tensor, survey: Survey) -> torch.Tensor:
-    """Clamp velocities (m/s) into [PHYSICS_MIN_VELOCITY, survey.max_velocity] before forward modelling.
-
-    Why: the network's output is unconstrained physics-wise (a de-normalised prediction can leave the training range).
-    Above ``survey.max_velocity`` the time step deepwave derives from that value is no longer CFL-stable (the
-    propagation would blow up; `Survey.check_velocity` rejects it). Near or below zero the wave equation is
-    meaningless, and very low velocities give wavelengths of a few cells (strong numerical dispersion, huge and noisy
-    gradients). 1000 m/s is below water (~1480 m/s) and every sedimentary rock, so a sensible prediction is never
-    touched. Clamped cells get no gradient from the physics term (the supervised terms still act on them).
-    """
-    if PHYSICS_MIN_VELOCITY >= survey.max_velocity:
-        raise ValueError(f"survey.max_velocity ({survey.max_velocity:g} m/s) must exceed the physics lower clamp "
-                         f"{PHYSICS_MIN_VELOCITY:g} m/s")
-    return velocity_ms.clamp(PHYSICS_MIN_VELOCITY, survey.max_velocity)
-
-
 def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary cross-entropy (mean over all cells) and soft Dice loss (mean over the batch) of salt logits.
 
@@ -134,16 +113,6 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     t = target.flatten(1)
     dice = (2 * (p * t).sum(1) + DICE_SMOOTH) / (p.sum(1) + t.sum(1) + DICE_SMOOTH)
     return bce, (1 - dice).mean()
-
-
-def ssim01(pred: torch.Tensor, true: torch.Tensor, reduction: Literal["elementwise_mean", "none"] = "elementwise_mean"
-           ) -> torch.Tensor:
-    """SSIM of normalised velocities ([-1, 1]) mapped to [0, 1], as OpenFWI reports it (11 x 11 Gaussian, sigma 1.5,
-    data range 1). Differentiable. Border convention (torchmetrics 1.x): the images are reflect-padded by 5 cells and
-    the SSIM map is averaged over every cell of the original image."""
-    return structural_similarity_index_measure(
-        (pred + 1) / 2, (true + 1) / 2, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL,
-        data_range=1.0, reduction=reduction)
 
 
 class FWILoss(nn.Module):

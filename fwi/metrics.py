@@ -1,5 +1,5 @@
 """Evaluation metrics: velocity (MAE / RMSE / SSIM as OpenFWI reports them, plus m/s), salt mask (IoU / Dice), data
-misfit of a predicted model, and a sample-weighted running average (torchmetrics ``MeanMetric``).
+misfit of a predicted model. The lower layer of `fwi.losses` (which takes `ssim01` from here).
 
 Conventions
 -----------
@@ -18,16 +18,30 @@ Conventions
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Literal
 
 import torch
-from torchmetrics.aggregation import MeanMetric
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from fwi.data.transforms import Normalizer, decimate_time
-from fwi.losses import clamp_velocity, ssim01
-from fwi.physics import Survey, forward_model
+from fwi.physics import Survey, clamp_velocity, forward_model
 
 Reduction = Literal["mean", "none"]
+
+#: SSIM settings as used by OpenFWI: 11 x 11 Gaussian window with sigma 1.5, images in [0, 1].
+SSIM_SIGMA = 1.5
+SSIM_KERNEL = 11
+
+
+def ssim01(pred: torch.Tensor, true: torch.Tensor, reduction: Literal["elementwise_mean", "none"] = "elementwise_mean"
+           ) -> torch.Tensor:
+    """SSIM of normalised velocities ([-1, 1]) mapped to [0, 1], as OpenFWI reports it (11 x 11 Gaussian, sigma 1.5,
+    data range 1). Differentiable (the SSIM term of `fwi.losses.FWILoss` uses it). Border convention (torchmetrics
+    1.x): the images are reflect-padded by 5 cells and the SSIM map is averaged over every cell of the original image.
+    """
+    return structural_similarity_index_measure(
+        (pred + 1) / 2, (true + 1) / 2, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL,
+        data_range=1.0, reduction=reduction)
 
 
 def _check_reduction(reduction: str) -> None:
@@ -88,7 +102,7 @@ def data_misfit(velocity_ms: torch.Tensor, observed_raw: torch.Tensor, survey: S
                 ) -> torch.Tensor:
     """(B,) relative L2 data misfit ||d_model - d_obs|| / ||d_obs|| over all shots of each sample.
 
-    velocity_ms: (B, nz, nx) or (B, 1, nz, nx) in m/s, clamped like the physics loss (`fwi.losses.clamp_velocity`) so
+    velocity_ms: (B, nz, nx) or (B, 1, nz, nx) in m/s, clamped like the physics loss (`fwi.physics.clamp_velocity`) so
     that any prediction can be propagated. observed_raw: (B, S, T', R) raw (un-normalised) amplitudes, decimated in
     time by ``time_decimation`` with `decimate_time` (T' = ceil(nt / time_decimation)); the modelled data are
     decimated the same way.
@@ -104,31 +118,3 @@ def data_misfit(velocity_ms: torch.Tensor, observed_raw: torch.Tensor, survey: S
                          f" (time_decimation {time_decimation})")
     obs = observed_raw.to(modelled).flatten(1)
     return (modelled.flatten(1) - obs).norm(dim=1) / obs.norm(dim=1).clamp_min(torch.finfo(obs.dtype).tiny)
-
-
-class MetricAverager:
-    """Sample-weighted running means of named metrics (one ``torchmetrics.aggregation.MeanMetric`` per name).
-
-    ``update(values, n)``: a float counts as the mean over ``n`` samples; a (B,) tensor as B per-sample values.
-    """
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, MeanMetric] = {}
-
-    def update(self, values: Mapping[str, float | torch.Tensor], n: int = 1) -> None:
-        for name, value in values.items():
-            metric = self._metrics.setdefault(name, MeanMetric(nan_strategy="warn"))
-            value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-            if value.ndim == 0:
-                metric.update(value, weight=float(n))
-            else:
-                metric.update(value.flatten())
-
-    def compute(self) -> dict[str, float]:
-        return {name: float(m.compute()) for name, m in self._metrics.items()}
-
-    def reset(self) -> None:
-        self._metrics.clear()
-
-    def __len__(self) -> int:
-        return len(self._metrics)

@@ -134,7 +134,7 @@ def metric_histogram(values: dict[str, Sequence], bins: int = 20, title: str = "
 
 def attention_maps(maps: Sequence[tuple[str, Sequence]], ncols: int = 4, cmap: str = "magma",
                    title: str = "") -> Figure:
-    """A grid of named (H, W) maps (e.g. `fwi.inspect.capture_attention` output of one sample), each with its own
+    """A grid of named (H, W) maps (e.g. `fwi.attention_maps.capture_attention` output of one sample), each with its own
     colour scale (maps of different blocks have different resolutions and ranges)."""
     if not maps:
         raise ValueError("attention_maps needs at least one (name, map) pair")

@@ -1,4 +1,4 @@
-"""`fwi.evaluate` (split and external-model evaluation, CLI errors) and `fwi.inspect` on a tiny trained run."""
+"""`fwi.evaluate` (split and external-model evaluation, CLI errors) and `fwi.attention_maps` on a tiny trained run."""
 
 from __future__ import annotations
 
@@ -13,41 +13,26 @@ import torch
 
 from fwi import evaluate as E
 from fwi.checkpoint import load_checkpoint
-from fwi.config import load_config
 from fwi.data.dataset import FWIDataset
-from fwi.inspect import capture_attention, list_attention_modules
+from fwi.attention_maps import capture_attention, list_attention_modules
 from fwi.models.build import ModelConfig, build_model
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPARED = ("mae", "rmse", "ssim", "mae_ms", "iou", "dice", "data_misfit")
 
 
-def tiny_run(tmp_path_factory) -> Path:
-    """Train the tiny config (SE blocks on the skips, 1 epoch) once per session; test_notebook.py reuses it."""
-    base = tmp_path_factory.getbasetemp() / "fwi-eval-run"
-    run_dir = base / "runs" / "tiny-se"
-    if not (run_dir / "best.pt").exists():
-        from fwi.train import train
-
-        cfg = load_config(ROOT / "configs" / "tiny.yaml")
-        cfg.data.data = str(base / "tiny.h5")
-        cfg.data.generate_workers = 1
-        cfg.run.out, cfg.run.name, cfg.run.wandb, cfg.run.progress = str(base / "runs"), "tiny-se", "disabled", False
-        cfg.optim.epochs = 1
-        cfg.run.misfit_samples = 0
-        cfg.model.attn, cfg.model.skip_attn = "se", True
-        train(cfg.validate())
-    return run_dir
+@pytest.fixture(scope="module")
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory)
+def tiny_h5(tiny_dataset) -> Path:
+    return tiny_dataset
 
 
 @pytest.fixture(scope="module")
-def test_velocity(run_dir) -> np.ndarray:
-    with h5py.File(run_dir.parent.parent / "tiny.h5", "r") as f:
+def test_velocity(tiny_h5) -> np.ndarray:
+    with h5py.File(tiny_h5, "r") as f:
         return f["test/velocity"][:, 0]
 
 
@@ -125,10 +110,10 @@ def test_external_npy_and_segy_match_the_split_sample(run_dir, split_eval, test_
         assert (out / "external" / name / "worst.png").exists()
 
 
-def test_external_fwi_dataset_h5_uses_the_split_velocities(run_dir, split_eval, tmp_path):
+def test_external_fwi_dataset_h5_uses_the_split_velocities(run_dir, split_eval, tiny_h5, tmp_path):
     _, m = split_eval
     out = tmp_path / "out"
-    data = run_dir.parent.parent / "tiny.h5"
+    data = tiny_h5
     assert E.main([str(run_dir), "--models", str(data), "--split", "test", "--no-misfit", "--no-figures",
                    "--out", str(out)]) == 0
     ext = json.loads((out / "external" / "tiny" / "metrics.json").read_text())
@@ -219,3 +204,117 @@ def test_capture_attention_gate_map_is_alpha():
     assert maps["decoder.gates.1"].shape == (2, 16, 17) and maps["decoder.gates.0"].shape == (2, 8, 9)
     assert maps["bottleneck_attn"].shape == (2, 4, 5)
     torch.testing.assert_close(maps["decoder.gates.1"], seen["alpha"], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- the shared scoring loop (fwi.scoring)
+def _val_loader_and_loss(run):
+    from torch.utils.data import DataLoader
+
+    from fwi.config import from_dict
+    from fwi.losses import FWILoss, LossConfig
+
+    ds = FWIDataset(run.data, "val", time_decimation=run.time_decimation, normalizer=run.normalizer)
+    loss_fn = FWILoss(from_dict(LossConfig, run.config["loss"], "loss"), run.survey, run.normalizer,
+                      data_time_decimation=run.time_decimation)
+    return ds, DataLoader(ds, batch_size=3), loss_fn  # 4 samples: batches of 3 and 1 (unequal weights)
+
+
+def test_evaluate_loader_equals_an_independent_per_sample_computation(run_dir):
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    from fwi.data.transforms import decimate_time
+    from fwi.physics import forward_model
+    from fwi.scoring import evaluate_loader
+
+    run = E.load_run(run_dir, "cpu")
+    ds, loader, loss_fn = _val_loader_and_loss(run)
+    metrics, first = evaluate_loader(run.model, loader, loss_fn, torch.device("cpu"), misfit_samples=2)
+    scale = (run.normalizer.v_max - run.normalizer.v_min) / 2
+    per: dict[str, list[float]] = {k: [] for k in ("mae", "mse", "ssim", "iou", "dice", "misfit")}
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            out = run.model(item["gathers"][None])
+            p, t = out["velocity"][0, 0].double(), item["velocity"][0].double()
+            per["mae"].append(float((p - t).abs().mean()))
+            per["mse"].append(float((p - t).pow(2).mean()))
+            per["ssim"].append(float(ssim((p[None, None] + 1) / 2, (t[None, None] + 1) / 2, gaussian_kernel=True,
+                                          sigma=1.5, kernel_size=11, data_range=1.0)))
+            pm = (out["salt_logits"][0, 0] > 0).numpy()
+            tm = item["salt_mask"][0].numpy() > 0.5
+            union, size = (pm | tm).sum(), pm.sum() + tm.sum()
+            per["iou"].append((pm & tm).sum() / union if union else 1.0)
+            per["dice"].append(2 * (pm & tm).sum() / size if size else 1.0)
+            if i < 2:
+                v_ms = run.normalizer.velocity_inverse(out["velocity"][0]).clamp(1000.0, run.survey.max_velocity)
+                modelled = decimate_time(forward_model(v_ms, run.survey, check=False), run.time_decimation)
+                obs = run.normalizer.gathers_inverse(item["gathers"])
+                per["misfit"].append(float((modelled - obs).norm() / obs.norm()))
+    for key in ("mae", "mse", "ssim", "iou", "dice"):
+        assert metrics[key] == pytest.approx(np.mean(per[key]), rel=1e-5, abs=1e-7), key
+    assert metrics["mae_ms"] == pytest.approx(np.mean(per["mae"]) * scale, rel=1e-5)
+    assert metrics["rmse"] == pytest.approx(math.sqrt(np.mean(per["mse"])), rel=1e-5)
+    assert metrics["rmse_ms"] == pytest.approx(math.sqrt(np.mean(per["mse"])) * scale, rel=1e-5)
+    assert metrics["data_misfit"] == pytest.approx(np.mean(per["misfit"]), rel=1e-4)
+    # the loss parts are batch means, weighted by the batch sizes (3 and 1)
+    losses = []
+    with torch.no_grad():
+        for batch in loader:
+            pred = {k: v.float() for k, v in run.model(batch["gathers"]).items()}
+            losses.append((loss_fn(pred, batch, with_physics=False)[1]["total"], len(batch["index"])))
+    assert metrics["loss"] == pytest.approx(sum(v * n for v, n in losses) / 4, rel=1e-9)
+    assert first["batch"]["gathers"].shape[0] == 3 and first["pred"]["velocity"].shape == (3, 1, *run.grid)
+
+
+def test_evaluate_loader_matches_the_training_copy_while_it_exists(run_dir):
+    import fwi.train
+    from fwi.scoring import evaluate_loader
+
+    old = getattr(fwi.train, "evaluate_loader", None)
+    if old is None or old is evaluate_loader:
+        pytest.skip("fwi.train uses fwi.scoring.evaluate_loader")
+    run = E.load_run(run_dir, "cpu")
+    _, loader, loss_fn = _val_loader_and_loss(run)
+    new_m, _ = evaluate_loader(run.model, loader, loss_fn, torch.device("cpu"), misfit_samples=2)
+    old_m, _ = old(run.model, loader, loss_fn, torch.device("cpu"), misfit_samples=2)
+    assert list(new_m) == list(old_m)  # same keys in the same order (metrics.jsonl)
+    for k in old_m:
+        assert new_m[k] == pytest.approx(old_m[k], rel=1e-6, abs=1e-9), k
+
+
+def test_find_run_resolves_against_the_working_directory_then_the_given_roots(run_dir, tmp_path, monkeypatch):
+    from fwi.run import find_run
+
+    monkeypatch.chdir(tmp_path)
+    rel = Path(run_dir.name)
+    assert find_run(rel) == rel  # not found: unchanged (load_run names it in its error)
+    assert find_run(rel, tmp_path, run_dir.parent) == run_dir.parent / rel
+    (tmp_path / rel).mkdir()
+    assert find_run(rel, run_dir.parent) == rel  # the working directory comes first
+
+
+def test_velocity_file_readers_table(tmp_path, test_velocity):
+    from fwi.io.velocity_files import READERS, load_velocity_file
+
+    assert {".npy", ".h5", ".hdf5", ".sgy", ".segy"} <= set(READERS)
+    np.save(tmp_path / "m.npy", test_velocity[:2, None])  # (N, 1, nz, nx)
+    v, dx = load_velocity_file(tmp_path / "m.npy")
+    assert v.dtype == np.float32 and dx is None and np.array_equal(v, test_velocity[:2])
+    (tmp_path / "m.txt").write_text("1 2 3")
+    with pytest.raises(ValueError, match="unsupported model file type '.txt'; use one of .npy"):
+        load_velocity_file(tmp_path / "m.txt")
+
+
+def test_check_models_is_the_survey_validator(run_dir, test_velocity):
+    from fwi.physics import SurveyError
+
+    run = E.load_run(run_dir, "cpu")
+    E.check_models(test_velocity, run, "x.npy")
+    bad = test_velocity.copy()
+    bad[2, 0, 0] = np.inf
+    with pytest.raises(SurveyError, match=r"x.npy contains NaN or inf values \(model\(s\) \[2\]\)"):
+        E.check_models(bad, run, "x.npy")
+    with pytest.raises(SurveyError, match="max_velocity"):
+        E.check_models(test_velocity * 10, run, "x.npy")
+    with pytest.raises(SurveyError, match="positive"):
+        E.check_models(-test_velocity, run, "x.npy")

@@ -6,19 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from fwi.data.transforms import Normalizer, decimate_time
-from fwi.metrics import MetricAverager, data_misfit, salt_metrics, velocity_metrics
+from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
 from fwi.physics import Survey, forward_model
 
 NORM = Normalizer(v_min=1500.0, v_max=4500.0, g_min=-5.0, g_max=5.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """deepwave follows torch's thread count; single-threaded avoids OpenMP oversubscription on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def smooth_random(shape, seed, passes=2):
@@ -134,16 +125,3 @@ def test_data_misfit_is_zero_for_the_true_model(dec):
     assert float(misfit[1]) == pytest.approx(ref, rel=1e-5)
     with pytest.raises(ValueError, match="time_decimation"):
         data_misfit(v, observed, survey, time_decimation=3 - dec)
-
-
-# ---------------------------------------------------------------------- averaging
-def test_metric_averager_is_sample_weighted():
-    avg = MetricAverager()
-    avg.update({"mae": 1.0, "iou": 0.5}, n=1)
-    avg.update({"mae": 4.0, "iou": 1.0}, n=3)
-    avg.update({"mae": torch.tensor([0.0, 2.0])})  # per-sample values count one sample each
-    out = avg.compute()
-    assert out["mae"] == pytest.approx((1 + 12 + 0 + 2) / 6)
-    assert out["iou"] == pytest.approx((0.5 + 3.0) / 4)
-    avg.reset()
-    assert len(avg) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "inspect_inversion.ipynb"
@@ -28,25 +27,13 @@ def test_committed_notebook_has_no_outputs():
         assert f"{name} =" in source
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from test_evaluate import tiny_run  # the same session-wide tiny run
-    finally:
-        sys.path.remove(str(Path(__file__).parent))
-    return tiny_run(tmp_path_factory)
-
-
-def test_notebook_executes(run_dir, monkeypatch):
+def test_notebook_executes(tiny_run, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: one torch thread on shared cores
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    nb.cells[_parameters_cell(nb)].source = (f"RUN_DIR = {str(run_dir)!r}\nSPLIT = 'test'\nSAMPLES = [0, 1]\n"
+    nb.cells[_parameters_cell(nb)].source = (f"RUN_DIR = {str(tiny_run)!r}\nSPLIT = 'test'\nSAMPLES = [0, 1]\n"
                                              "DEVICE = 'cpu'")
     NotebookClient(nb, kernel_name="python3", timeout=180,
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()  # raises on a cell error

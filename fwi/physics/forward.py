@@ -10,6 +10,25 @@ from einops import rearrange, repeat
 
 from fwi.physics.survey import Survey, SurveyError
 
+#: Lower clamp (m/s) of predicted velocities before forward modelling; see `clamp_velocity`.
+PHYSICS_MIN_VELOCITY = 1000.0
+
+
+def clamp_velocity(velocity_ms: torch.Tensor, survey: Survey) -> torch.Tensor:
+    """Clamp velocities (m/s) into [PHYSICS_MIN_VELOCITY, survey.max_velocity] before forward modelling.
+
+    Why: a network's output is unconstrained physics-wise (a de-normalised prediction can leave the training range).
+    Above ``survey.max_velocity`` the time step deepwave derives from that value is no longer CFL-stable (the
+    propagation would blow up; `Survey.check_velocity` rejects it). Near or below zero the wave equation is
+    meaningless, and very low velocities give wavelengths of a few cells (strong numerical dispersion, huge and noisy
+    gradients). 1000 m/s is below water (~1480 m/s) and every sedimentary rock, so a sensible prediction is never
+    touched. Clamped cells get no gradient through the propagator.
+    """
+    if PHYSICS_MIN_VELOCITY >= survey.max_velocity:
+        raise ValueError(f"survey.max_velocity ({survey.max_velocity:g} m/s) must exceed the physics lower clamp "
+                         f"{PHYSICS_MIN_VELOCITY:g} m/s")
+    return velocity_ms.clamp(PHYSICS_MIN_VELOCITY, survey.max_velocity)
+
 
 def forward_model(
     velocity: torch.Tensor,

@@ -68,6 +68,14 @@ class Survey:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise `SurveyError` for an impossible geometry."""
+        for name in ("nz", "nx", "nt", "n_sources", "n_receivers", "pml_width", "accuracy"):
+            value = getattr(self, name)
+            integral = isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool) \
+                and math.isfinite(value) and float(value) == int(value)
+            if not integral:
+                raise SurveyError(f"survey.{name} must be a whole number (>= {0 if name == 'pml_width' else 1}), "
+                                  f"got {value!r}")
+            object.__setattr__(self, name, int(value))  # 70.0 from a YAML/JSON float is 70
         for name in ("nz", "nx", "nt", "n_sources", "n_receivers"):
             if getattr(self, name) < 1:
                 raise SurveyError(f"survey.{name} must be >= 1, got {getattr(self, name)}")
@@ -75,6 +83,15 @@ class Survey:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise SurveyError(f"survey.{name} must be a positive number, got {value}")
+        end = (self.nt - 1) * self.dt
+        peak = self.peak_time
+        if peak is not None and not (isinstance(peak, (int, float, np.number)) and not isinstance(peak, bool)
+                                     and math.isfinite(peak) and 0 <= peak <= end):
+            raise SurveyError(f"survey.peak_time must lie within the record, 0 .. {end:g} s ((nt - 1) x dt), "
+                              f"got {peak!r}")
+        if peak is None and 1.5 / self.freq > end:  # short test records: allowed, but the record misses the peak
+            warnings.warn(f"the wavelet peaks at 1.5 / freq = {1.5 / self.freq:g} s, after the end of the record "
+                          f"({end:g} s); set survey.peak_time or a longer nt", stacklevel=3)
         if self.accuracy not in (2, 4, 6, 8):
             raise SurveyError(f"survey.accuracy must be one of 2, 4, 6, 8, got {self.accuracy}")
         if self.pml_width < 0:
@@ -161,20 +178,36 @@ class Survey:
         return ricker(self.freq, self.nt, self.dt, self.peak_time)
 
     # ------------------------------------------------------------------ velocity checks
-    def check_velocity(self, velocity: torch.Tensor | np.ndarray) -> None:
-        """Raise `SurveyError` for a velocity (..., nz, nx) in m/s that cannot be propagated; warn on coarse sampling."""
+    def check_velocity(self, velocity: torch.Tensor | np.ndarray, *, name: str = "velocity", check_shape: bool = True,
+                       shape_hint: str = "") -> None:
+        """Raise `SurveyError` for velocity models (..., nz, nx) in m/s that cannot be propagated; warn on coarse
+        sampling. The one validator of velocity models (forward modelling, evaluation, external model files).
+
+        ``name`` starts the messages (e.g. the file); ``check_shape=False`` skips the grid check (models about to be
+        resampled); ``shape_hint`` is appended to the grid-mismatch message. For (N, nz, nx) models, messages about
+        NaN name the offending models.
+        """
         v = torch.as_tensor(velocity)
-        if v.ndim < 2 or tuple(v.shape[-2:]) != self.shape:
-            raise SurveyError(f"velocity must have shape (..., {self.nz}, {self.nx}) for this survey, got {tuple(v.shape)}")
-        if not torch.isfinite(v).all():
-            raise SurveyError("velocity contains NaN or inf values")
+        if check_shape and (v.ndim < 2 or tuple(v.shape[-2:]) != self.shape):
+            got = f"{v.shape[-2]} x {v.shape[-1]}" if v.ndim >= 2 else f"shape {tuple(v.shape)}"
+            raise SurveyError(f"{name}: models are {got} (nz x nx) but the survey's grid is {self.nz} x {self.nx} "
+                              f"(expected shape (..., {self.nz}, {self.nx}), got {tuple(v.shape)}){shape_hint}")
+        if v.is_complex() or v.dtype == torch.bool:
+            raise SurveyError(f"{name}: velocity must be real numbers, got dtype {v.dtype}")
+        finite = torch.isfinite(v)
+        if not finite.all():
+            where = ""
+            if v.ndim == 3:
+                bad = torch.nonzero(~finite.flatten(1).all(1)).flatten()[:5].tolist()
+                where = f" (model(s) {bad})"
+            raise SurveyError(f"{name} contains NaN or inf values{where}")
         vmin, vmax = float(v.min()), float(v.max())
         if vmin <= 0:
-            raise SurveyError(f"velocity must be positive everywhere, found a minimum of {vmin:g} m/s")
+            raise SurveyError(f"{name} must be positive everywhere (m/s), found a minimum of {vmin:g} m/s")
         if vmax > self.max_velocity:
             raise SurveyError(
-                f"velocity reaches {vmax:g} m/s, above the survey's max_velocity {self.max_velocity:g} m/s that sets "
-                "the stable time step; raise survey.max_velocity")
+                f"{name} reaches {vmax:g} m/s, above the survey's max_velocity {self.max_velocity:g} m/s that sets "
+                "the stable time step; the survey cannot propagate it (raise survey.max_velocity)")
         ppw = self.points_per_wavelength(vmin)
         if ppw < MIN_POINTS_PER_WAVELENGTH:
             warnings.warn(

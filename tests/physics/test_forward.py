@@ -5,7 +5,7 @@ import pytest
 import scipy.special as sp
 import torch
 
-from fwi.physics import Survey, SurveyError, forward_model
+from fwi.physics import PHYSICS_MIN_VELOCITY, Survey, SurveyError, clamp_velocity, forward_model
 
 
 def analytic_trace(wavelet: np.ndarray, r: float, c: float, dt: float) -> np.ndarray:
@@ -131,3 +131,23 @@ def test_bad_velocity_is_rejected_with_a_clear_message(bad, message):
     survey = Survey(nz=20, nx=20, dx=10.0, nt=50, dt=0.001, n_sources=1, n_receivers=5)
     with pytest.raises(SurveyError, match=message):
         forward_model(bad, survey)
+
+
+def test_clamp_keeps_the_propagation_stable():
+    survey = Survey(nz=20, nx=20, dx=10.0, nt=50, dt=0.001, n_sources=1, n_receivers=5, max_velocity=4000.0)
+    v = torch.tensor([[-5.0, 500.0, 2500.0, 9000.0]])
+    assert clamp_velocity(v, survey).tolist() == [[PHYSICS_MIN_VELOCITY, 1000.0, 2500.0, 4000.0]]
+    with pytest.raises(ValueError, match="must exceed the physics lower clamp"):
+        clamp_velocity(v, Survey(nz=20, nx=20, n_sources=1, n_receivers=5, max_velocity=900.0))
+
+
+def test_check_velocity_names_the_source_and_bad_models():
+    survey = Survey(nz=20, nx=20, dx=10.0, nt=50, dt=0.001, n_sources=1, n_receivers=5)
+    v = torch.full((3, 20, 20), 2000.0)
+    v[1, 3, 3] = float("nan")
+    with pytest.raises(SurveyError, match=r"^m.npy contains NaN or inf values \(model\(s\) \[1\]\)$"):
+        survey.check_velocity(v, name="m.npy")
+    big = torch.full((2, 40, 40), 2000.0)
+    survey.check_velocity(big, check_shape=False)  # e.g. before resampling to the grid
+    with pytest.raises(SurveyError, match=r"models are 40 x 40 \(nz x nx\) but the survey's grid is 20 x 20.*; hint$"):
+        survey.check_velocity(big, shape_hint="; hint")
