@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fwi.data.codec import StorageError, check_time_decimation
 from fwi.data.store import DatasetError, read_info
 from fwi.data.transforms import Normalizer, decimate_time, mirror_sample
 from fwi.physics import Survey
@@ -69,6 +70,10 @@ class FWIDataset(Dataset):
     ``cache_gb`` > 0 keeps each prepared (decimated, normalised) sample in memory after its first read when the
     whole split fits in that many GiB: reading and decoding a gzip-compressed gather costs about as much as a
     training step on a small network. The cache lives in the process that reads (use it with num_workers=0).
+
+    Compact files (`fwi.data.codec`): gathers are decoded to float32 here. A file stored at time decimation k > 1
+    must be read with ``time_decimation == k`` (it is then not decimated again, and the network gets the same
+    (S, ceil(nt / k), R) input as from the full-rate file); any other value is a `DatasetError`.
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", *, normalize: bool = True,
@@ -80,8 +85,13 @@ class FWIDataset(Dataset):
         self.path, self.split = Path(path), split
         self.survey = self.info.survey
         self.normalizer = normalizer or Normalizer.from_dict(self.info.normalisation)
-        self.transform = SampleTransform(self.normalizer if normalize else None, self.survey, time_decimation,
-                                         mirror)
+        self.storage = self.info.storage
+        try:
+            remaining = check_time_decimation(self.storage, time_decimation, path)
+        except StorageError as exc:
+            raise DatasetError(str(exc)) from None
+        self.time_decimation = time_decimation
+        self.transform = SampleTransform(self.normalizer if normalize else None, self.survey, remaining, mirror)
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self.seed, self.epoch = seed, 0
@@ -90,7 +100,7 @@ class FWIDataset(Dataset):
     def cache_bytes(self) -> int:
         """Memory the prepared split takes (float32 gathers after decimation, velocity and mask)."""
         s, t, r = self.survey.data_shape
-        t = -(-t // self.transform.time_decimation)
+        t = -(-t // self.time_decimation)
         return len(self) * 4 * (s * t * r + 2 * self.survey.nz * self.survey.nx)
 
     def set_epoch(self, epoch: int) -> None:
@@ -113,6 +123,8 @@ class FWIDataset(Dataset):
             g = self._group()
             try:
                 gathers, velocity, mask = g["gathers"][index], g["velocity"][index], g["salt_mask"][index]
+                codec = self.storage.codec
+                gathers = codec.decode(gathers, g["gathers_scale"][index] if codec.scaled else None)
             except OSError as exc:
                 raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
             cached = self.transform.prepare(gathers, velocity, mask)

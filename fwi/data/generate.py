@@ -4,21 +4,37 @@
     python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --resume        # after an interruption
     python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --shard 0/4     # on 4 machines ...
     python -m fwi.data.generate merge --out data/salt70.h5 [--parts DIR ...]        # ... then merge
+    python -m fwi.data.generate verify data/salt70.h5 [--stamp]                      # read and check every sample
+    python -m fwi.data.generate convert data/salt70.h5 --out data/salt70-d8.h5 --time-decimation 8 --dtype float16
 
 Work is cut into parts of a few samples. Each part is modelled and written to ``<out>.parts/`` atomically (temp
 file + rename), so a killed run leaves only complete parts and ``--resume`` picks up the rest. When every part
 exists they are merged into ``<out>`` (again atomically) and the parts are removed. Sample ``i`` of a split is
 drawn from the seed sequence (seed, split, i): the dataset does not depend on workers, shards or interruptions.
+
+One owner per output: a generation (or merge, or conversion) into ``<out>`` holds an exclusive lock on
+``<out>.lock`` (`fwi.lock`); a second one refuses at once and names the holder. A shard holds
+``<out>.shard-i-of-n.lock`` instead, so that several shards may share one directory. Temporary files left by a killed
+writer (``.<name>.<pid>.<tid>.tmp.h5`` beside ``<out>`` and in ``<out>.parts/``) are removed by the next run of the
+same target when their writer's pid is no longer alive. A bad ``--out`` (a directory, an unwritable place, a parent
+that cannot be created) is refused before any work.
+
+``convert`` rewrites a dataset with its gathers decimated in time and/or in a compact encoding (`fwi.data.codec`),
+keeping its normalisation, so that training reads the same network input from it (with the same
+``data.time_decimation``); the output is written atomically and stamped as validated.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,11 +45,14 @@ import torch
 from tqdm.auto import tqdm
 
 from fwi.cli import friendly_errors
+from fwi.data.codec import ENCODINGS, COMPRESSIONS, GatherStorage
 from fwi.data.geology import GeologyConfig, generate_model
 from fwi.data.presets import PRESETS, Preset, get_preset
 from fwi.atomic import atomic_path, write_text
 from fwi.data.store import (ARRAYS, SPLITS, DatasetError, RunningNormalisation, check_sample_arrays, create_split,
-                            read_info, write_block, write_dataset)
+                            read_info, verify, write_block, write_dataset)
+from fwi.data.transforms import decimate_time
+from fwi.lock import exclusive_lock
 from fwi.physics import Survey, forward_model
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -66,11 +85,44 @@ def sample_models(split: str, indices: range, seed: int, survey: Survey,
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def model_part(part: Part, seed: int, survey: Survey, geology: GeologyConfig) -> dict[str, np.ndarray]:
-    """Generate and forward-model one part: velocity (n,1,nz,nx), salt_mask (n,1,nz,nx), gathers (n,S,T,R)."""
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    return device
+
+
+def models_per_batch(survey: Survey, device: torch.device, fraction: float = 0.5) -> int:
+    """How many models one deepwave call propagates on ``device``: ``fraction`` of the free memory over an estimate
+    of one model's working set (velocity, ~8 padded wavefields per shot, the gathers), at least 1."""
+    if device.type != "cuda":
+        return 1 << 30  # CPU: the whole part at once, as always (keeps the CPU path bit for bit)
+    free, _ = torch.cuda.mem_get_info(device)
+    pad = 2 * (survey.pml_width + survey.accuracy)
+    cells = (survey.nz + pad) * (survey.nx + pad)
+    per_model = 4 * (cells * (1 + 8 * survey.n_sources) + survey.n_sources * survey.nt * survey.n_receivers)
+    return max(1, int(free * fraction // per_model))
+
+
+def model_part(part: Part, seed: int, survey: Survey, geology: GeologyConfig,
+               device: torch.device = torch.device("cpu")) -> dict[str, np.ndarray]:
+    """Generate and forward-model one part: velocity (n,1,nz,nx), salt_mask (n,1,nz,nx), gathers (n,S,T,R).
+
+    On CUDA the models are propagated in batches sized by `models_per_batch`; float32 results then differ from the
+    CPU path by rounding only (different kernels and summation order): expected within ~1e-5 of each gather's peak
+    amplitude (not tested here: no GPU on the development machine; `experiments/bench/gpu_check.sh` measures it).
+    """
     velocity, mask = sample_models(part.split, range(part.start, part.start + part.count), seed, survey, geology)
     with torch.no_grad():
-        gathers = forward_model(torch.from_numpy(velocity), survey).numpy()
+        if device.type == "cpu":
+            gathers = forward_model(torch.from_numpy(velocity), survey).numpy()
+        else:
+            step = models_per_batch(survey, device)
+            gathers = np.concatenate([forward_model(torch.from_numpy(velocity[i:i + step]).to(device), survey).cpu()
+                                      .numpy() for i in range(0, len(velocity), step)])
     return {"velocity": velocity[:, None], "salt_mask": mask[:, None], "gathers": gathers}
 
 
@@ -104,15 +156,17 @@ def part_is_complete(parts_dir: Path, part: Part) -> bool:
 _WORKER: dict = {}
 
 
-def _init_worker(parts_dir: str, seed: int, survey_json: str, geology: dict, threads: int) -> None:
+def _init_worker(parts_dir: str, seed: int, survey_json: str, geology: dict, threads: int,
+                 device: str = "cpu") -> None:
     torch.set_num_threads(threads)
     _WORKER.update(parts_dir=Path(parts_dir), seed=seed, survey=Survey.from_json(survey_json),
-                   geology=GeologyConfig.from_dict(geology))
+                   geology=GeologyConfig.from_dict(geology), device=torch.device(device))
 
 
 def _run_part(part: Part) -> Part:
     w = _WORKER
-    write_part(w["parts_dir"], part, model_part(part, w["seed"], w["survey"], w["geology"]), w["survey"])
+    write_part(w["parts_dir"], part, model_part(part, w["seed"], w["survey"], w["geology"], w["device"]),
+               w["survey"])
     return part
 
 
@@ -136,8 +190,11 @@ def prepare_parts_dir(parts_dir: Path, manifest: dict, resume: bool) -> None:
     write_text(path, json.dumps(manifest, indent=1))
 
 
-def generate_parts(parts_dir: Path, manifest: dict, parts: list[Part], workers: int, progress: bool = True) -> None:
-    """Model every part not yet on disk, with ``workers`` processes (1: in this process)."""
+def generate_parts(parts_dir: Path, manifest: dict, parts: list[Part], workers: int, progress: bool = True,
+                   device: torch.device = torch.device("cpu")) -> None:
+    """Model every part not yet on disk, with ``workers`` processes (1: in this process; always 1 on CUDA)."""
+    if device.type != "cpu":
+        workers = 1
     todo = [p for p in parts if not part_is_complete(parts_dir, p)]
     survey = Survey.from_dict(manifest["survey"])
     total = sum(p.count for p in parts)
@@ -147,7 +204,7 @@ def generate_parts(parts_dir: Path, manifest: dict, parts: list[Part], workers: 
     init = (str(parts_dir), manifest["seed"], survey.to_json(), manifest["geology"], threads)
     if workers <= 1:
         previous = torch.get_num_threads()
-        _init_worker(*init[:4], previous)
+        _init_worker(*init[:4], previous, str(device))
         for part in todo:
             _run_part(part)
             bar.update(part.count)
@@ -195,12 +252,27 @@ def merge_parts(out: Path, parts_dirs: list[Path], overwrite: bool = False, clea
 
 def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: int = 1, resume: bool = False,
              overwrite: bool = False, shard: tuple[int, int] | None = None, sizes: dict[str, int] | None = None,
-             progress: bool = True) -> Path | None:
-    """Generate preset ``preset`` into ``out``; returns the dataset path (None for a shard, which only writes parts)."""
+             progress: bool = True, device: str = "cpu") -> Path | None:
+    """Generate preset ``preset`` into ``out``; returns the dataset path (None for a shard, which only writes parts).
+
+    ``device``: ``cpu`` (bit for bit reproducible), ``cuda`` or ``auto`` (CUDA when available), see `model_part`.
+    """
     out = Path(out)
+    dev = resolve_device(device)
     spec = get_preset(preset)
     sizes = dict(sizes or spec.sizes)
+    check_out(out, overwrite)
+    lock = lock_path(out) if shard is None else out.with_name(f"{out.name}.shard-{shard[0]}-of-{shard[1]}.lock")
+    with exclusive_lock(lock, what=f"generation into {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")):
+        return _generate(out, preset, spec, sizes, seed=seed, workers=workers, resume=resume, overwrite=overwrite,
+                         shard=shard, progress=progress, device=dev)
+
+
+def _generate(out: Path, preset: str, spec: Preset, sizes: dict[str, int], *, seed: int, workers: int, resume: bool,
+              overwrite: bool, shard: tuple[int, int] | None, progress: bool,
+              device: torch.device = torch.device("cpu")) -> Path | None:
     parts_dir = out.with_name(out.name + ".parts")
+    remove_debris(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if overwrite and not resume:
@@ -211,10 +283,118 @@ def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: i
     if shard is not None:
         index, count = shard
         parts = parts[index::count]
-    generate_parts(parts_dir, manifest, parts, workers, progress)
+    generate_parts(parts_dir, manifest, parts, workers, progress, device)
     if shard is not None:
         return None
     return merge_parts(out, [parts_dir], overwrite=overwrite)
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of a dataset output."""
+    return out.with_name(out.name + ".lock")
+
+
+def check_out(out: Path, overwrite: bool = False) -> None:
+    """Refuse an output path that cannot be written, before any work: a directory, a parent that is a file or that
+    cannot be created, an unwritable directory."""
+    if out.is_dir():
+        raise DatasetError(f"--out {out} is a directory; give a file path such as {out / 'dataset.h5'}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    parent = out.parent
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise DatasetError(f"--out {out}: {above} is a file, not a directory")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"--out {out}: cannot create the directory {parent} ({exc.strerror or exc})") from None
+    try:  # a real probe: permission bits say nothing for root, a read-only mount or /proc
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.probe."):
+            pass
+    except OSError as exc:
+        raise DatasetError(f"--out {out}: cannot write in {parent} ({exc.strerror or exc})") from None
+
+
+#: A temporary file of `fwi.atomic.atomic_path`: ``.<stem>.<pid>.<thread>.tmp<suffix>``.
+_TMP = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.tmp(?P<suffix>[^/]*)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_debris(out: Path) -> list[Path]:
+    """Remove temporary files of ``out`` (beside it and in ``<out>.parts/``) whose writer process is dead."""
+    removed = []
+    places = [(out.parent, out.stem), (out.with_name(out.name + ".parts"), None)]
+    for directory, stem in places:
+        if not directory.is_dir():
+            continue
+        for path in directory.glob(".*.tmp*"):
+            m = _TMP.match(path.name)
+            if m is None or (stem is not None and m["stem"] != stem) or _alive(int(m["pid"])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by a killed writer of {out}", file=sys.stderr)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- convert
+def convert(src: str | Path, out: str | Path, *, time_decimation: int = 1, encoding: str = "float16",
+            compression: str = "zstd", overwrite: bool = False, block: int = 64, progress: bool = True) -> Path:
+    """Rewrite dataset ``src`` into ``out`` with gathers decimated in time by ``time_decimation`` (the anti-aliased
+    `decimate_time` training applies) and stored as ``encoding``; normalisation and provenance are kept.
+
+    ``src`` must be at the full time rate or already at ``time_decimation``.
+    """
+    src, out = Path(src), Path(out)
+    info = read_info(src)
+    storage = GatherStorage(time_decimation=time_decimation, encoding=encoding, compression=compression)
+    k_in = info.storage.time_decimation
+    if k_in not in (1, time_decimation):
+        raise DatasetError(f"{src} is already decimated in time by {k_in}; convert from the full-rate file or keep "
+                           f"--time-decimation {k_in}")
+    factor = time_decimation if k_in == 1 else 1
+    if src.resolve() == out.resolve():
+        raise DatasetError("convert needs an --out other than the input file")
+    check_out(out, overwrite)
+    codec = info.storage.codec
+    bar = tqdm(total=sum(info.sizes.values()), unit="sample", desc=f"converting {src.name}", disable=not progress,
+               dynamic_ncols=True)
+
+    def blocks(f: h5py.File, split: str):
+        group, n = f[split], info.sizes[split]
+        for start in range(0, n, block):
+            where = slice(start, min(n, start + block))
+            scale = group["gathers_scale"][where] if codec.scaled else None
+            gathers = codec.decode(group["gathers"][where], scale)
+            if factor > 1:
+                gathers = decimate_time(gathers, factor)
+            yield where, {"velocity": group["velocity"][where], "salt_mask": group["salt_mask"][where],
+                          "gathers": np.ascontiguousarray(gathers, dtype=np.float32)}
+            bar.update(where.stop - where.start)
+
+    keep = {k: v for k, v in info.attrs.items() if k in ("generator", "seed")}
+    keep["converted_from"] = {"path": str(src), "gathers_storage": json.loads(info.storage.to_json())}
+    with exclusive_lock(lock_path(out), what=f"conversion into {out}"):
+        remove_debris(out)
+        with h5py.File(src, "r") as f:
+            write_dataset(out, {s: blocks(f, s) for s in info.sizes}, info.survey, sizes=info.sizes,
+                          normalisation=info.normalisation, attrs=keep, overwrite=overwrite, storage=storage)
+    bar.close()
+    return out
 
 
 def ensure_generated(path: Path, preset: str, *, seed: int = 0, workers: int = 1, progress: bool = True) -> Path:
@@ -253,15 +433,22 @@ def parse_shard(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fwi.data.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", choices=["generate", "merge"], default="generate")
+    p.add_argument("command", nargs="?", choices=["generate", "merge", "verify", "convert"], default="generate")
+    p.add_argument("input", nargs="?", type=Path, help="verify / convert: the dataset file")
     p.add_argument("--preset", default="salt70", choices=list(PRESETS))
-    p.add_argument("--out", required=True, type=Path, help="output HDF5 file")
+    p.add_argument("--out", type=Path, help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted generation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--shard", type=parse_shard, help="generate only shard i of n (then run `merge`)")
     p.add_argument("--parts", type=Path, nargs="*", help="merge: parts directories (default <out>.parts)")
+    p.add_argument("--stamp", action="store_true", help="verify: record the successful check in the file")
+    p.add_argument("--time-decimation", type=int, default=1, help="convert: store gathers decimated in time by k")
+    p.add_argument("--dtype", default="float16", choices=list(ENCODINGS), help="convert: gathers encoding")
+    p.add_argument("--compression", default="zstd", choices=list(COMPRESSIONS), help="convert: HDF5 filter")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="forward modelling device (cpu: bit for bit reproducible; cuda: within float rounding)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -269,11 +456,26 @@ def build_parser() -> argparse.ArgumentParser:
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "merge":
-        path = merge_parts(args.out, args.parts or [args.out.with_name(args.out.name + ".parts")], args.overwrite)
+    if args.command in ("verify", "convert") and args.input is None:
+        raise ValueError(f"`{args.command}` needs the dataset file: python -m fwi.data.generate {args.command} FILE")
+    if args.command == "verify":
+        info = verify(args.input, stamp_file=args.stamp, progress=not args.no_progress)
+        print(f"ok: {args.input}: {_sizes(info.sizes)} samples checked" + (" and stamped" if args.stamp else ""))
+        return 0
+    if args.out is None:
+        raise ValueError(f"`{args.command}` needs --out FILE")
+    if args.command == "convert":
+        path = convert(args.input, args.out, time_decimation=args.time_decimation, encoding=args.dtype,
+                       compression=args.compression, overwrite=args.overwrite, progress=not args.no_progress)
+    elif args.command == "merge":
+        check_out(args.out, args.overwrite)
+        with exclusive_lock(lock_path(args.out), what=f"merge into {args.out}"):
+            remove_debris(args.out)
+            path = merge_parts(args.out, args.parts or [args.out.with_name(args.out.name + ".parts")], args.overwrite)
     else:
         path = generate(args.out, args.preset, seed=args.seed, workers=args.workers, resume=args.resume,
-                        overwrite=args.overwrite, shard=args.shard, progress=not args.no_progress)
+                        overwrite=args.overwrite, shard=args.shard, progress=not args.no_progress,
+                        device=args.device)
     print(f"wrote {path}" if path else f"shard {args.shard[0]}/{args.shard[1]} done; run `merge` when all are")
     return 0
 

@@ -35,6 +35,15 @@ PRESETS: dict[str, Preset] = {
         sizes={"train": 480, "val": 64, "test": 64},
         description="the salt70 geometry with few models: the README's main job on two CPU cores",
     ),
+    "segsalt": Preset(
+        survey=Survey(nz=201, nx=301, dx=10.0, nt=2000, dt=0.001, freq=15.0, n_sources=29, n_receivers=301),
+        sizes={"train": 1600, "val": 100, "test": 100},
+        samples_per_part=4,
+        description="GPU-sized: the SEG salt geometry of FCNVMB / DD-Net (201 x 301 at 10 m, 29 shots, 301 "
+                    "receivers, 2 s at 1 ms, 15 Hz: 5 points per wavelength at 1500 m/s); ~70 MB of float32 gathers "
+                    "per model, so store it compact (convert --time-decimation 5 --dtype int16 gives their 400 "
+                    "time samples)",
+    ),
     "tiny": Preset(
         survey=Survey(nz=32, nx=33, dx=10.0, nt=300, dt=0.001, freq=15.0, n_sources=3, n_receivers=33),
         sizes={"train": 12, "val": 4, "test": 4},

@@ -3,7 +3,8 @@
     python -m fwi.io.importer --gathers SHOTS.sgy [...] --velocity VEL.sgy [...] --out data/x.h5 --split test
 
 Each ``--gathers`` file is one sample: its field records are the S shots, which must all have the same receivers
-(trace count and GroupX). Each ``--velocity`` file is one (nz, nx) model (`fwi.io.segy.write_velocity` layout).
+(trace count and GroupX). Each ``--velocity`` file is one (nz, nx) model (`fwi.io.segy.write_velocity` layout) or a MATLAB ``.mat`` file (FCNVMB / DD-Net SEGSimulation
+layout, `fwi.io.matfile`; each model in it is one sample, give ``--dx``).
 
 * gathers and velocity: paired in order (the same number of files); the grid comes from the velocity files.
 * gathers only: the grid needs ``--dx`` and ``--nz`` (``--nx`` defaults to the last receiver's cell + 1); the velocity
@@ -27,11 +28,11 @@ from typing import Sequence
 
 import numpy as np
 
+from fwi.data.dataset import SALT_THRESHOLD as DEFAULT_SALT_THRESHOLD
 from fwi.data.store import SPLITS, DatasetError, RunningNormalisation, write_dataset
+from fwi.io.matfile import read_mat_velocity
 from fwi.io.segy import SegyError, read_gathers, read_velocity, stack_gathers
 from fwi.physics import Survey, SurveyError, forward_model
-
-DEFAULT_SALT_THRESHOLD = 4400.0
 
 
 class ImportInputError(ValueError):
@@ -85,13 +86,20 @@ def import_segy(
 
     models = []
     for path in velocity:
-        v, vdx = read_velocity(path)
-        models.append(v)
-        for name, given, found in (("nz", nz, v.shape[0]), ("nx", nx, v.shape[1]), ("dx", dx, vdx)):
-            if given is not None and not math.isclose(given, found):
-                raise ImportInputError(f"{path}: {name} is {found:g} but {given:g} was given "
-                                       f"(--{name} or an earlier file)")
-        nz, nx, dx = v.shape[0], v.shape[1], vdx
+        if Path(path).suffix.lower() == ".mat":  # FCNVMB / DD-Net layout: no grid step in the file
+            if dx is None:
+                raise ImportInputError(f"{path}: .mat velocity files carry no grid step; give --dx (10 for the SEG "
+                                       "salt set)")
+            pairs = [(m, dx) for m in read_mat_velocity(path)]
+        else:
+            pairs = [read_velocity(path)]
+        for v, vdx in pairs:
+            models.append(v)
+            for name, given, found in (("nz", nz, v.shape[0]), ("nx", nx, v.shape[1]), ("dx", dx, vdx)):
+                if given is not None and not math.isclose(given, found):
+                    raise ImportInputError(f"{path}: {name} is {found:g} but {given:g} was given "
+                                           f"(--{name} or an earlier file)")
+            nz, nx, dx = v.shape[0], v.shape[1], vdx
 
     data, geometry = [], None
     for path in gathers:
@@ -154,7 +162,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m fwi.io.importer", description=__doc__.split("\n\n")[0])
     p.add_argument("--gathers", nargs="+", default=[], metavar="FILE.sgy", help="shot-gather files, one per sample")
-    p.add_argument("--velocity", nargs="+", default=[], metavar="VEL.sgy", help="velocity models, one per sample")
+    p.add_argument("--velocity", nargs="+", default=[], metavar="VEL.sgy|VEL.mat",
+                   help="velocity models: SEG-Y (one per file) or .mat (FCNVMB / DD-Net layout; needs --dx)")
     p.add_argument("--out", required=True, help="output HDF5 dataset")
     p.add_argument("--split", required=True, choices=SPLITS)
     p.add_argument("--nz", type=int)

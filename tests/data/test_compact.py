@@ -1,0 +1,80 @@
+"""Compact datasets: decimated, float16 / scaled int16 gathers, read back as the network expects."""
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from fwi.data.codec import GatherStorage, StorageError, check_time_decimation
+from fwi.data.dataset import FWIDataset
+from fwi.data.generate import convert, generate
+from fwi.data.store import DatasetError, read_info
+from fwi.data.transforms import decimate_time
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compact") / "tiny.h5"
+    generate(path, "tiny", seed=3, sizes={"train": 6, "val": 2}, progress=False)
+    return path
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("float16", 2e-3), ("int16", 2e-4)])
+def test_converted_file_gives_the_network_the_same_input(full, tmp_path, dtype, tol):
+    out = convert(full, tmp_path / f"c-{dtype}.h5", time_decimation=3, encoding=dtype, progress=False)
+    info = read_info(out, full=True)
+    assert info.stamped and info.storage == GatherStorage(3, dtype, "zstd")
+    assert info.normalisation == read_info(full).normalisation and info.survey == read_info(full).survey
+    ref, compact = FWIDataset(full, "train", time_decimation=3), FWIDataset(out, "train", time_decimation=3)
+    for i in range(len(ref)):
+        a, b = ref[i], compact[i]
+        assert a["gathers"].shape == b["gathers"].shape == (3, 100, 33)
+        assert torch.equal(a["velocity"], b["velocity"]) and torch.equal(a["salt_mask"], b["salt_mask"])
+        err = (a["gathers"] - b["gathers"]).abs().max().item()  # in the normalised [-1, 1] domain
+        assert err <= tol, (dtype, err)
+    with h5py.File(out, "r") as f:
+        assert f["train/gathers"].dtype == np.dtype(dtype) and f["train/gathers"].shape == (6, 3, 100, 33)
+        raw = f["train/gathers"][0]
+    if dtype == "float32":  # the stored samples are decimate_time of the original ones
+        with h5py.File(full, "r") as f:
+            expected = decimate_time(f["train/gathers"][0], 3)
+        np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_decimated_file_refuses_another_decimation(full, tmp_path):
+    out = convert(full, tmp_path / "d.h5", time_decimation=2, encoding="float16", progress=False)
+    with pytest.raises(DatasetError, match=r"already decimated in time by 2; read it with time_decimation 2"):
+        FWIDataset(out, "train", time_decimation=1)
+    with pytest.raises(DatasetError, match="already decimated in time by 2"):
+        convert(out, tmp_path / "e.h5", time_decimation=4, progress=False)
+    assert check_time_decimation(GatherStorage(), 4) == 4 and check_time_decimation(GatherStorage(2), 2) == 1
+    with pytest.raises(StorageError, match="integer >= 1"):
+        GatherStorage(time_decimation=0)
+
+
+def test_compact_file_is_smaller_and_damage_is_caught(full, tmp_path):
+    out = convert(full, tmp_path / "s.h5", time_decimation=4, encoding="int16", progress=False)
+    with h5py.File(full, "r") as a, h5py.File(out, "r") as b:
+        before = a["train/gathers"].id.get_storage_size()
+        after = b["train/gathers"].id.get_storage_size() + b["train/gathers_scale"].id.get_storage_size()
+    assert after * 6 < before
+    with h5py.File(out, "r+") as f:
+        f["train/gathers_scale"][2] = np.nan
+    for full_check in (False, True):  # the N scales are checked on every open
+        with pytest.raises(DatasetError, match="train/gathers_scale is not finite and positive"):
+            read_info(out, full=full_check)
+
+
+def test_convert_cli_one_line_errors(full, tmp_path):
+    out = tmp_path / "cli.h5"
+    proc = subprocess.run([sys.executable, "-m", "fwi.data.generate", "convert", str(full), "--out", str(out),
+                           "--time-decimation", "2", "--dtype", "float16", "--no-progress"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert read_info(out).storage.time_decimation == 2
+    proc = subprocess.run([sys.executable, "-m", "fwi.data.generate", "convert", str(full), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "--overwrite" in proc.stderr
