@@ -1,0 +1,5 @@
+import sys
+
+from fwi.invert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Optimisers for FWI, by name: ``adam`` (Kingma & Ba, 2015) and ``lbfgs`` (L-BFGS with a strong-Wolfe line search,
+Nocedal & Wright, 2006, alg. 7.5 / 3.5, as torch.optim.LBFGS implements it).
+
+One call of ``step(closure)`` is one FWI iteration. Adam costs exactly one forward + backward per iteration and works
+with random shot subsets; L-BFGS evaluates the closure once per line-search trial (typically 1-3), needs the same
+objective at each trial (all shots) and couples the models of a batch through one shared step length.
+The default (Adam) is justified by the measurement in experiments/fwi_refine/README.md (equal-cost comparison).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], float, int], torch.optim.Optimizer]] = {
+    "adam": lambda groups, lr, history: torch.optim.Adam(groups, lr=lr),
+    # lr = 1 is L-BFGS's natural unit step; the group lrs scale it per parameter group.
+    "lbfgs": lambda groups, lr, history: torch.optim.LBFGS(
+        [{**g, "lr": g["lr"] / lr} for g in groups] if len(groups) > 1 else [{**groups[0], "lr": 1.0}],
+        lr=1.0, max_iter=1, history_size=history, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+        tolerance_change=1e-14),
+}
+#: Optimisers whose objective must be deterministic between closure calls (no random shot subsets).
+NEEDS_FULL_OBJECTIVE = {"lbfgs"}
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, history: int = 10) -> torch.optim.Optimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](groups, lr, history)
+
+
+def total_variation(v_kms: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """(B,) isotropic total variation mean_cells sqrt(dz^2 + dx^2 + eps^2) of (B, nz, nx) fields (Rudin et al.,
+    1992); favours blocky models such as salt bodies in sediments."""
+    dz = v_kms[:, 1:, :-1] - v_kms[:, :-1, :-1]
+    dx = v_kms[:, :-1, 1:] - v_kms[:, :-1, :-1]
+    return (dz.pow(2) + dx.pow(2) + eps * eps).sqrt().flatten(1).mean(1)
