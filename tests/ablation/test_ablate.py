@@ -13,9 +13,13 @@ import pytest
 import yaml
 
 from fwi import ablate
+from fwi.ablation.plots import axis_range
+from fwi.ablation.results import read_csv
+from fwi.ablation.spec import build_ablation
+from fwi.config import load_config
 from fwi.data.generate import generate
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 METRICS = ("mae", "rmse", "ssim", "mae_ms", "rmse_ms", "iou", "dice", "data_misfit")
 
 
@@ -45,7 +49,7 @@ def ablation(tmp_path_factory):
 
 
 def rows_of(abl_dir: Path) -> list[dict]:
-    return ablate.read_csv(abl_dir / "results.csv")
+    return read_csv(abl_dir / "results.csv")
 
 
 def test_one_row_per_cell_and_failure_recorded(ablation):
@@ -167,7 +171,7 @@ def test_dry_run_lists_cells(ablation, capsys):
     assert ablate.main([str(ablation["spec"]), "--out", str(ablation["out"]), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "5 cells" in out and out.count("[     ok]") == 4 and "[ failed] tiny-toobig-nophys-s0" in out
-    assert "--attn se --encoder-attn --skip-attn" in out
+    assert "attn=se encoder_attn=true skip_attn=true" in out and "cell.yaml" in out
 
 
 def test_only_runs_the_matching_cells(ablation, capsys):
@@ -231,25 +235,43 @@ def test_report_prefers_test_metrics(ablation):
         (run_dir / "eval-test").rmdir()
 
 
-def test_flags_roundtrip_through_train_cli():
-    """Every kind of override value becomes a flag the train CLI parses back to the same value."""
-    overrides = {"attn": "ca", "skip_attn": True, "mirror": False, "attn_reduction": None, "lr": 0.003,
-                 "tags": ["a", "b"], "model": "unet", "epochs": 3}
-    cfg = ablate.parse_args(["--config", str(REPO / "configs" / "tiny.yaml"), *ablate.to_flags(overrides)])
-    assert (cfg.model.attn, cfg.model.skip_attn, cfg.data.mirror, cfg.model.attn_reduction, cfg.optim.lr,
-            cfg.run.tags, cfg.optim.epochs) == ("ca", True, False, None, 0.003, ("a", "b"), 3)
+def test_cell_config_written_and_read_back(tmp_path):
+    """A cell's cell.yaml, read back with load_config, equals its resolved config, with the spec's values in it."""
+    from fwi.ablation.runner import write_cell_config
+
+    spec = tiny_spec(tmp_path / "tiny.h5")
+    abl = build_ablation(spec, out=tmp_path / "exp")
+    cell = next(c for c in abl.cells if c.label == "se-encskip" and c.seed == 1)
+    path = write_cell_config(cell, tmp_path)
+    cfg = load_config(path)
+    assert cfg.to_dict() == abl.cell_config(cell).to_dict()
+    assert (cfg.model.attn, cfg.model.encoder_attn, cfg.model.skip_attn, cfg.run.name) == \
+        ("se", True, True, cell.run)
+    text = path.read_text()
+    write_cell_config(cell, tmp_path)
+    assert path.read_text() == text  # deterministic: --resume sees the same config
+
+
+def test_submitit_local_launcher_reports_return_code(tmp_path):
+    """submitit's LocalExecutor runs a real command that writes a file; its exit code comes back."""
+    from fwi.launch import Command, LaunchOptions, launch
+
+    out = tmp_path / "x.txt"
+    cmds = [Command(["python", "-c", f"open({str(out)!r}, 'w').write('hi'); raise SystemExit(3)"]), ["true"]]
+    rcs = launch(cmds, LaunchOptions(launcher="submitit-local", jobs=2, folder=str(tmp_path / "submitit")))
+    assert rcs == [3, 0] and out.read_text() == "hi"
 
 
 def test_axis_range_leaves_out_only_far_outliers():
     # 14 U-Net-like MAEs within 0.007 and one InversionNet-like 0.181 (the recorded ablation's shape)
     near = [0.1424, 0.1436, 0.1440, 0.1441, 0.1443, 0.1444, 0.1447, 0.1459, 0.1465, 0.1465, 0.1470, 0.1471, 0.1477,
             0.1492]
-    lo, hi = ablate.axis_range(near + [0.181], keep=[0.1465])
+    lo, hi = axis_range(near + [0.181], keep=[0.1465])
     assert lo < min(near) and hi > max(near) and hi < 0.181
     pad = 0.08 * (max(near) - min(near))
     assert lo == pytest.approx(min(near) - pad) and hi == pytest.approx(max(near) + pad)
     # the baseline is never left out (so here nothing is); nothing is left out of a tight set or a small one
-    assert ablate.axis_range(near + [0.181], keep=[0.181]) is None
-    assert ablate.axis_range(near) is None
-    assert ablate.axis_range([0.14, 0.15, 0.30]) is None  # fewer than 5 values: a spread, not an outlier
-    assert ablate.axis_range([0.1] * 6 + [0.5]) is None  # zero MAD: no scale to judge by
+    assert axis_range(near + [0.181], keep=[0.181]) is None
+    assert axis_range(near) is None
+    assert axis_range([0.14, 0.15, 0.30]) is None  # fewer than 5 values: a spread, not an outlier
+    assert axis_range([0.1] * 6 + [0.5]) is None  # zero MAD: no scale to judge by

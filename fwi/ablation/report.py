@@ -1,0 +1,194 @@
+"""The Markdown report of an ablation (report.md), and :func:`build_report`, which rebuilds results.csv, the
+figures, report.md and the W&B summary run from the run directories."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from fwi.ablation.plots import make_plots
+from fwi.ablation.results import METRICS, collect, read_csv, read_json, write_csv
+from fwi.ablation.runner import tail_text
+from fwi.ablation.spec import CELL_CONFIG, Cell
+from fwi.ablation.stats import aggregate, baseline_for, critical_t, difference, pooled_variance
+from fwi.ablation.wandb_summary import log_summary
+from fwi.atomic import write_text
+from fwi.config import read_yaml
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _pm(g: dict[str, Any], key: str, spec: str) -> str:
+    if g.get(key) is None:
+        return "–"
+    std = g.get(f"{key}_std")
+    return format(g[key], spec) + ("" if std is None else f" ± {format(std, spec)}")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def hand_command(info: dict[str, Any], cell: Cell) -> str:
+    """The command that trains ``cell`` by hand: its cell.yaml (ablations recorded before cell.yaml: the base
+    config and the flags they recorded)."""
+    if cell.flags:
+        return shlex.join(["python", "-m", "fwi.train", "--config", info["base"], *cell.flags])
+    cell_yaml = Path(info["out"]) / info["name"] / "runs" / cell.run / CELL_CONFIG
+    return shlex.join(["python", "-m", "fwi.train", "--config", str(cell_yaml)])
+
+
+def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]],
+                  plots: list[str]) -> str:
+    name, baseline = info["name"], info["baseline"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    pending = [r for r in rows if r["status"] == "pending"]
+    sources = sorted({r["source"] for r in ok})
+    src_text = {"test": "the **test** split (`python -m fwi.evaluate RUN --split test`)",
+                "val": "the **validation** split (summary.json of the run; no test evaluation available)"}
+    lines = [f"# Ablation `{name}`", ""]
+    if info["spec"].get("description"):
+        lines += [str(info["spec"]["description"]).strip(), ""]
+    base_runs = [r for r in ok if r["variant"] == baseline and r.get("iou") is not None]
+    if base_runs:
+        ious = [r["iou"] for r in base_runs]
+        mean = sum(ious) / len(ious)
+        per_seed = ", ".join(f"seed {r['seed']}: {r['iou']:.3f}" for r in base_runs)
+        lines += [f"Has the baseline learned the salt? `{baseline}` reaches a salt IoU of {mean:.3f} on the "
+                  f"{base_runs[0]['source']} split ({per_seed}).", ""]
+    if info["spec"].get("findings"):
+        lines += ["## Findings", "", str(info["spec"]["findings"]).strip(), ""]
+    if info["spec"].get("notes"):
+        lines += ["## Preset", "", str(info["spec"]["notes"]).strip(), ""]
+    lines += [f"- preset **{info['preset']}** (`{info['data']}`, data seed {info['data_seed']}), base config "
+              f"`{info['base']}`, epochs: {info['epochs']}",
+              f"- {len(rows)} cells: {len(ok)} finished, {len(failed)} failed, {len(pending)} not run",
+              "- metrics on " + (" and ".join(src_text[s] for s in sources) if sources else "–")
+              + (" — **mixed sources**, see the `source` column" if len(sources) > 1 else ""),
+              "- MAE / RMSE on the normalised velocity ([-1, 1]) and in m/s; IoU / Dice of the salt mask; data "
+              "misfit of the predicted model re-modelled; step time = training ms per sample (epochs after the first), "
+              "as each cell met its machine: cells that ran in other sessions or beside other work are not "
+              "comparable to the millisecond; side-by-side step-time ratios come from `experiments/bench/`",
+              "", "Reproduce (finished cells are skipped, so this also resumes):", "",
+              "```", info["command"], "```", ""]
+    if info["cells"]:
+        lines += ["One cell by hand (here the first):", "", "```", hand_command(info, Cell.from_dict(info["cells"][0])),
+                  "```", ""]
+
+    lines += ["## Per variant: mean ± std over seeds", ""]
+    header = ["variant", "n", *[m[1] for m in METRICS], "params", "GFLOPs", "ms/sample", "source"]
+    table = []
+    for g in groups:
+        table.append([f"`{g['variant']}`", f"{g['n']}/{g['n_cells']}", *[_pm(g, k, s) for k, _, _, s in METRICS],
+                      _fmt(g["params"], ",.0f"), _fmt(None if g["flops"] is None else g["flops"] / 1e9, ".3f"),
+                      _pm(g, "step_ms", ".2f"), "/".join(g["sources"]) or "–"])
+    lines += _md_table(header, table) + [""]
+
+    noise = pooled_variance(groups, "mae")
+    dof_text = (f"here {noise[1]}: t = {critical_t(noise[1]):.2f}" if noise else
+                "none yet: no variant has two runs")
+    lines += [f"## Difference to the baseline `{baseline}`", "",
+              "Δ = mean(variant) − mean(baseline) ± its standard error s_p √(1/n_v + 1/n_b), s_p² the seed "
+              "variance pooled over every variant with two or more runs (one noise level for all: with two seeds a "
+              "variant's own variance rests on a single degree of freedom); * where |Δ| exceeds Student's t "
+              f"two-sided 5 % critical value for the pooled degrees of freedom ({dof_text}). With two seeds per "
+              "variant read * as a pointer to what deserves more seeds, not as proof. Paired: the per-seed "
+              "differences (same seed in both). Negative ΔMAE / positive ΔSSIM, ΔIoU are improvements.", ""]
+    diff_metrics = [m for m in METRICS if m[0] in ("mae", "mae_ms", "rmse", "ssim", "iou", "data_misfit")]
+    header = ["variant", "vs", *[f"Δ{m[1]}" for m in diff_metrics], "paired ΔMAE"]
+    table = []
+    for g in groups:
+        ref = baseline_for(g, groups, baseline)
+        if not g["n"] or ref is None or ref["variant"] == g["variant"]:
+            continue
+        cells = [f"`{g['variant']}`", f"`{ref['variant']}`"]
+        for key, _, _, spec in diff_metrics:
+            d = difference(g, ref, rows, key, pooled_variance(groups, key))
+            if d is None:
+                cells.append("–")
+                continue
+            text = format(d["diff"], "+" + spec)
+            if d["se"] is not None:
+                text += f" ± {format(d['se'], spec)}" + (" *" if d["significant"] else "")
+            cells.append(text)
+        d = difference(g, ref, rows, "mae", None)
+        cells.append(", ".join(f"s{s}: {v:+.4f}" for s, v in d["paired"].items()) if d and d["paired"] else "–")
+        table.append(cells)
+    lines += (_md_table(header, table) if table else ["(no finished baseline or no other variant)"]) + [""]
+
+    lines += ["## Ranking", ""]
+    for key, title, higher, spec in (METRICS[0], METRICS[5]):
+        ranked = sorted((g for g in groups if g.get(key) is not None), key=lambda g: g[key], reverse=higher)
+        lines += [f"By {title} ({'higher' if higher else 'lower'} is better):", ""]
+        lines += [f"{i}. `{g['variant']}` {_pm(g, key, spec)}" for i, g in enumerate(ranked, 1)] or ["–"]
+        lines += [""]
+
+    lines += ["## Failed cells", ""]
+    if failed:
+        table = []
+        for r in failed:
+            err = tail_text(Path(info["out"]) / name / "runs" / r["run"] / "error.txt", 1000).splitlines()
+            code = err[0].removeprefix("exit code ") if err else "?"
+            last = next((ln for ln in reversed(err) if ln.strip()), "")
+            table.append([f"`{r['run']}`", code, last.replace("|", "\\|")[:200]])
+        lines += _md_table(["run", "exit code", "last line of stderr (full: `<run>/error.txt`)"], table)
+    else:
+        lines += ["none"]
+    lines += [""]
+    eval_failed = []
+    for r in ok:
+        err = tail_text(Path(info["out"]) / name / "runs" / r["run"] / "eval_error.txt", 1000).splitlines()
+        if err and r["source"] != "test":
+            last = next((ln for ln in reversed(err) if ln.strip()), "")
+            eval_failed.append(f"- `{r['run']}`: {last[:200]} (`<run>/eval_error.txt`; delete it to retry)")
+    if eval_failed:
+        lines += ["Test evaluation failed (validation metrics used instead):", "", *eval_failed, ""]
+    if pending:
+        lines += ["Not run yet: " + ", ".join(f"`{r['run']}`" for r in pending), ""]
+
+    lines += ["## Runs", ""]
+    header = ["run", "variant", "seed", "status", "source", "MAE", "MAE (m/s)", "SSIM", "IoU", "best epoch",
+              "ms/sample"]
+    lines += _md_table(header, [[f"`{r['run']}`", f"`{r['variant']}`", str(r["seed"]), r["status"],
+                                 r["source"] or "–", _fmt(r["mae"], ".4f"), _fmt(r["mae_ms"], ".1f"),
+                                 _fmt(r["ssim"], ".4f"), _fmt(r["iou"], ".4f"), _fmt(r["best_epoch"], "d"),
+                                 _fmt(r["step_ms"], ".2f")] for r in rows]) + [""]
+    if plots:
+        lines += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def _refresh_prose(info: dict[str, Any]) -> None:
+    """Take the prose (description, notes, findings) from the spec file as it is now: it is written after the runs
+    started, findings once the numbers are in."""
+    try:
+        spec = read_yaml(Path(info["spec_path"]))
+    except (KeyError, OSError, ValueError):
+        return
+    if isinstance(spec, dict) and spec.get("name") == info["name"]:
+        for key in ("description", "notes", "findings"):
+            info["spec"][key] = spec.get(key)
+
+
+def build_report(abl_dir: Path, wandb: str = "disabled") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """results.csv, report.md, the plots (and the W&B summary run unless disabled) from the run directories."""
+    info = read_json(abl_dir / "ablation.json")
+    if info is None:
+        raise FileNotFoundError(f"{abl_dir / 'ablation.json'} not found: is {abl_dir} an ablation directory "
+                                "(written by `python -m fwi.ablate SPEC.yaml`)?")
+    info["out"] = str(abl_dir.parent)
+    _refresh_prose(info)
+    rows = collect(info, abl_dir)
+    write_csv(rows, abl_dir / "results.csv")
+    rows = read_csv(abl_dir / "results.csv")  # the report uses exactly what the CSV holds
+    groups = aggregate(rows)
+    plots = make_plots(groups, abl_dir, info["baseline"])
+    write_text(abl_dir / "report.md", render_report(info, rows, groups, plots))
+    log_summary(info, rows, groups, abl_dir, wandb, plots)
+    return rows, groups
+

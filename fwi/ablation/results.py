@@ -1,0 +1,143 @@
+"""Collecting an ablation's results: per-run metrics (test split, else validation), FLOPs, step time, and
+results.csv (one row per cell) written and read back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fwi.ablation.runner import cell_status
+from fwi.ablation.spec import Cell
+from fwi.atomic import write_text
+from fwi.config import load_config
+
+#: Metrics in results.csv / the report: (key, heading, higher is better, format).
+METRICS = (("mae", "MAE", False, ".4f"), ("mae_ms", "MAE (m/s)", False, ".1f"), ("rmse", "RMSE", False, ".4f"),
+           ("rmse_ms", "RMSE (m/s)", False, ".1f"), ("ssim", "SSIM", True, ".4f"), ("iou", "IoU", True, ".4f"),
+           ("dice", "Dice", True, ".4f"), ("data_misfit", "data misfit", False, ".4f"))
+METRIC_KEYS = tuple(m[0] for m in METRICS)
+COLUMNS = ("run", "variant", "label", "physics", "seed", "kind", "factors", "status", "source", *METRIC_KEYS,
+           "params", "flops", "step_ms", "best_epoch", "epochs")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_metrics(run_dir: Path) -> tuple[dict[str, float], str]:
+    """The run's metrics and their source: the test split (fwi.evaluate) when present, else validation."""
+    ev = read_json(run_dir / "eval-test" / "metrics.json")
+    if ev and isinstance(ev.get("mean"), dict):
+        mean = {k.split("/")[-1]: v for k, v in ev["mean"].items()}
+        mean.update({k.split("/")[-1]: v for k, v in (ev.get("pooled") or {}).items()})  # data-set RMSE
+        return {k: float(mean[k]) for k in METRIC_KEYS if isinstance(mean.get(k), (int, float))}, "test"
+    summary = read_json(run_dir / "summary.json") or {}
+    return {k: float(summary[f"val/{k}"]) for k in METRIC_KEYS if isinstance(summary.get(f"val/{k}"), (int, float))}, \
+        "val"
+
+
+def step_ms(run_dir: Path) -> float | None:
+    """Mean training time per sample (ms) over the epochs after the first (the only one if there is one)."""
+    epochs: dict[int, float] = {}
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("samples_per_s"):
+                epochs[int(rec["epoch"])] = 1000.0 / float(rec["samples_per_s"])
+    except (OSError, ValueError):
+        return None
+    values = [epochs[k] for k in sorted(epochs)]
+    values = values[1:] or values
+    return statistics.fmean(values) if values else None
+
+
+def run_flops(run_dir: Path) -> int | None:
+    """FLOPs of one forward pass of the run's model on one sample of its data shape."""
+    import torch
+
+    from fwi.checkpoint import load_checkpoint
+    from fwi.models import build_model
+    from fwi.models.summary import count_flops
+    from fwi.physics import Survey
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("flops"):  # recorded by fwi.train since the summary has carried it
+            return int(summary["flops"])
+        cfg = load_config(run_dir / "config.yaml")
+        state = summary if "data_shape" in summary else load_checkpoint(run_dir / "best.pt")
+        shape = tuple(int(s) for s in state["data_shape"])
+        model = build_model(cfg.model, shape, Survey.from_dict(state["survey"]).shape)
+        return count_flops(model, torch.zeros(1, *shape))
+    except Exception as exc:  # noqa: BLE001 - a report should survive one unreadable run
+        print(f"warning: FLOPs of {run_dir.name}: {exc}", file=sys.stderr)
+        return None
+
+
+def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
+    """One row per cell (in spec order) from the run directories."""
+    rows = []
+    for c in info["cells"]:
+        cell = Cell.from_dict(c)
+        run_dir = abl_dir / "runs" / cell.run
+        status = cell_status(run_dir)
+        row: dict[str, Any] = {"run": cell.run, "variant": cell.variant, "label": cell.label,
+                               "physics": "on" if cell.physics else "off", "seed": cell.seed, "kind": cell.kind,
+                               "factors": cell.factors_text(), "status": status, "source": ""}
+        row.update({k: None for k in COLUMNS if k not in row})
+        if status == "ok":
+            metrics, row["source"] = run_metrics(run_dir)
+            row.update(metrics)
+            summary = read_json(run_dir / "summary.json") or {}
+            row["params"], row["best_epoch"] = summary.get("params"), summary.get("best_epoch")
+            row["flops"], row["step_ms"] = run_flops(run_dir), step_ms(run_dir)
+            cfg = _read_yaml(run_dir / "config.yaml")
+            row["epochs"] = (cfg.get("optim") or {}).get("epochs") if cfg else None
+        rows.append(row)
+    return rows
+
+
+def _read_yaml(path: Path) -> dict | None:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+    write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """results.csv back as rows (numbers as float/int, empty cells as None)."""
+    rows = []
+    with open(path, newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if v == "":
+                    row[k] = None
+                elif k in (*METRIC_KEYS, "step_ms"):
+                    row[k] = float(v)
+                elif k in ("seed", "params", "flops", "best_epoch", "epochs"):
+                    row[k] = int(float(v))
+                else:
+                    row[k] = v
+            rows.append(row)
+    return rows
+

@@ -1,0 +1,172 @@
+"""Running an ablation's cells: datasets prepared once, each cell's ``cell.yaml`` written and trained with
+``python -m fwi.train --config cell.yaml`` (``--resume`` after an interruption), then evaluated on the test split;
+the commands go through :func:`fwi.launch.launch` (local processes or submitit/SLURM)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from fwi.ablation.spec import CELL_CONFIG, Ablation, Cell
+from fwi.atomic import write_text
+from fwi.launch import Command, LaunchOptions, launch
+
+ERROR_TAIL = 40
+
+
+def cell_status(run_dir: Path) -> str:
+    if (run_dir / "summary.json").exists():
+        return "ok"
+    if (run_dir / "error.txt").exists():
+        return "failed"
+    return "pending"
+
+
+def evaluate_available() -> bool:
+    return importlib.util.find_spec("fwi.evaluate") is not None
+
+
+def tail_text(path: Path, n: int = ERROR_TAIL) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def write_cell_config(cell: Cell, run_dir: Path) -> Path:
+    """``<run_dir>/cell.yaml``: the cell's resolved config, byte for byte the same on every invocation (so that
+    ``fwi.train --resume`` finds it equal to the checkpoint's); rewritten only when it differs."""
+    path = run_dir / CELL_CONFIG
+    text = yaml.safe_dump(cell.config, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        write_text(path, text)
+    return path
+
+
+def train_argv(cell: Cell, run_dir: Path) -> list[str]:
+    """The training command of ``cell`` (``--resume`` when an interrupted run left a checkpoint)."""
+    argv = [sys.executable, "-m", "fwi.train", "--config", str(run_dir / CELL_CONFIG)]
+    return argv + (["--resume"] if (run_dir / "last.pt").exists() else [])
+
+
+class Runner:
+    """Runs the cells of one ablation under ``<out>/<name>/runs/``, ``launch`` options giving where and how many
+    at once (each local child then gets ``OMP_NUM_THREADS = cores // jobs``)."""
+
+    def __init__(self, ablation: Ablation, out: Path, jobs: int = 1, launch_options: LaunchOptions | None = None):
+        self.ablation = ablation
+        self.options = launch_options or LaunchOptions(jobs=jobs)
+        self.jobs = self.options.jobs
+        self.runs_dir = out / ablation.name / "runs"
+        self.env: dict[str, str] = {}
+        if self.jobs > 1 and self.options.launcher == "local":
+            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            self.env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        self.stop = threading.Event()
+
+    def _command(self, argv: list[str], run_dir: Path, stem: str) -> Command:
+        return Command(argv, stdout=str(run_dir / f"{stem}.out.log"), stderr=str(run_dir / f"{stem}.err.log"),
+                       env=dict(self.env))
+
+    def prepare_data(self, cells: list[Cell]) -> None:
+        """Generate missing datasets once, here, rather than in several children at the same time."""
+        from fwi.data.generate import ensure_generated
+
+        done = set()
+        for cell in cells:
+            cfg = self.ablation.cell_config(cell)
+            key = (cfg.data.data, cfg.data.preset, cfg.data.data_seed)
+            if key not in done:
+                done.add(key)
+                if not Path(cfg.data.data).exists():
+                    ensure_generated(Path(cfg.data.data), cfg.data.preset, seed=cfg.data.data_seed,
+                                     workers=cfg.data.generate_workers or (os.cpu_count() or 1),
+                                     progress=cfg.run.progress)
+
+    def _train_status(self, cell: Cell, cmd: Command, rc: int) -> str:
+        run_dir = self.runs_dir / cell.run
+        if self.stop.is_set() or rc in (130, -2):  # interrupted: stays pending, resumes next time
+            return "pending"
+        if rc == 0 and not (run_dir / "summary.json").exists():  # stopped early (stop_after): resumes next time
+            return "pending"
+        if rc != 0:
+            write_text(run_dir / "error.txt", f"exit code {rc}\ncommand: {shlex.join(cmd.argv)}\n\n"
+                       f"{tail_text(run_dir / 'ablate.err.log')}\n")
+            return "failed"
+        return "ok"
+
+    def _needs_eval(self, cell: Cell, retry: bool = True) -> bool:
+        run_dir = self.runs_dir / cell.run
+        return (self.ablation.evaluate and evaluate_available() and (run_dir / "summary.json").exists()
+                and not (run_dir / "eval-test" / "metrics.json").exists()
+                and (retry or not (run_dir / "eval_error.txt").exists()))
+
+    def _finished(self, cell: Cell) -> bool:
+        return (self.runs_dir / cell.run / "summary.json").exists() and not self._needs_eval(cell, retry=False)
+
+    def _launch(self, cells: list[Cell], cmds: list[Command], bar, count: bool) -> list[int]:
+        running: set[str] = set()
+        lock = threading.Lock()
+
+        def show(i: int, add: bool) -> None:
+            with lock:
+                (running.add if add else running.discard)(f"{cells[i].variant} s{cells[i].seed}")
+                bar.set_postfix_str(", ".join(sorted(running)))
+                if count and not add:
+                    bar.update()
+
+        try:
+            return launch(cmds, self.options, on_start=lambda i: show(i, True), on_done=lambda i, rc: show(i, False))
+        except BaseException:
+            self.stop.set()
+            raise
+
+    def train(self, cells: list[Cell], bar) -> dict[str, str]:
+        """Train the cells without a summary.json; their status (ok / failed / pending)."""
+        todo = [c for c in cells if not (self.runs_dir / c.run / "summary.json").exists()]
+        cmds = []
+        for cell in todo:
+            run_dir = self.runs_dir / cell.run
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_cell_config(cell, run_dir)
+            (run_dir / "error.txt").unlink(missing_ok=True)
+            cmds.append(self._command(train_argv(cell, run_dir), run_dir, "ablate"))
+        rcs = self._launch(todo, cmds, bar, count=True)
+        return {c.run: self._train_status(c, cmd, rc) for c, cmd, rc in zip(todo, cmds, rcs)}
+
+    def evaluate(self, cells: list[Cell], bar) -> None:
+        """Evaluate the trained cells on the test split (a failure leaves ``eval_error.txt``)."""
+        todo = [c for c in cells if self._needs_eval(c)]
+        cmds = [self._command([sys.executable, "-m", "fwi.evaluate", str(self.runs_dir / c.run), "--split", "test"],
+                              self.runs_dir / c.run, "evaluate") for c in todo]
+        for cell, cmd, rc in zip(todo, cmds, self._launch(todo, cmds, bar, count=False)):
+            run_dir = self.runs_dir / cell.run
+            if rc != 0 and not self.stop.is_set():
+                write_text(run_dir / "eval_error.txt", f"exit code {rc}\ncommand: {shlex.join(cmd.argv)}\n\n"
+                           f"{tail_text(run_dir / 'evaluate.err.log')}\n")
+            elif rc == 0:
+                (run_dir / "eval_error.txt").unlink(missing_ok=True)
+
+    def run(self, cells: list[Cell]) -> dict[str, str]:
+        """Train and evaluate the unfinished ``cells``; the status of every cell by run name."""
+        from tqdm.auto import tqdm
+
+        todo = [c for c in cells if not self._finished(c)]
+        status = {c.run: "ok" for c in cells}
+        if todo:
+            self.prepare_data(todo)
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc=self.ablation.name,
+                   dynamic_ncols=True)
+        try:
+            status.update(self.train(todo, bar))
+            self.evaluate(todo, bar)
+            bar.update(len(cells) - bar.n)
+        finally:
+            bar.close()
+        return status
