@@ -266,22 +266,6 @@ def test_evaluate_loader_equals_an_independent_per_sample_computation(run_dir):
     assert first["batch"]["gathers"].shape[0] == 3 and first["pred"]["velocity"].shape == (3, 1, *run.grid)
 
 
-def test_evaluate_loader_matches_the_training_copy_while_it_exists(run_dir):
-    import fwi.train
-    from fwi.scoring import evaluate_loader
-
-    old = getattr(fwi.train, "evaluate_loader", None)
-    if old is None or old is evaluate_loader:
-        pytest.skip("fwi.train uses fwi.scoring.evaluate_loader")
-    run = E.load_run(run_dir, "cpu")
-    _, loader, loss_fn = _val_loader_and_loss(run)
-    new_m, _ = evaluate_loader(run.model, loader, loss_fn, torch.device("cpu"), misfit_samples=2)
-    old_m, _ = old(run.model, loader, loss_fn, torch.device("cpu"), misfit_samples=2)
-    assert list(new_m) == list(old_m)  # same keys in the same order (metrics.jsonl)
-    for k in old_m:
-        assert new_m[k] == pytest.approx(old_m[k], rel=1e-6, abs=1e-9), k
-
-
 def test_find_run_resolves_against_the_working_directory_then_the_given_roots(run_dir, tmp_path, monkeypatch):
     from fwi.run import find_run
 
