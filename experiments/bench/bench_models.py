@@ -43,7 +43,8 @@ if str(ROOT) not in sys.path:
 from fwi.models import ModelConfig, build_model  # noqa: E402
 from fwi.models.attention import list_attn, list_gates  # noqa: E402
 from fwi.models.build import PLACE_FLAGS  # noqa: E402
-from fwi.models.summary import count_flops, count_params, describe  # noqa: E402
+from fwi.models.complexity import count_flops, count_params  # noqa: E402
+from fwi.models.summary import describe  # noqa: E402
 
 GRID = (70, 70)
 # Targets from the issue: step time over the plain U-Net.

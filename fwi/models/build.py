@@ -7,10 +7,14 @@ from typing import Callable, Literal
 
 from torch import nn
 
-from fwi.models.attention import list_attn, list_gates
+from fwi.models.attention import ATTN, list_attn, list_gates
 from fwi.models.inversionnet import InversionNet
 from fwi.models.layers import list_acts, list_norms
 from fwi.models.unet import DECODERS, AttentionUNet
+from fwi.registry import Registry
+
+#: Network families: ``builder(cfg, data_shape, grid)``.
+BUILDERS: Registry[Callable[["ModelConfig", tuple, tuple], nn.Module]] = Registry("model")
 
 PLACE_FLAGS = {
     "encoder_attn": "--encoder-attn",
@@ -43,10 +47,10 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         """Raise ValueError naming the valid choices / the flags to use; return self when consistent."""
-        _choice("model name", self.name, list(BUILDERS))
+        _choice("model name", self.name, BUILDERS.names())
         _choice("attention block (--attn)", self.attn, list_attn())
         _choice("skip gate (--skip-gate)", self.skip_gate, ["none"] + list_gates())
-        _choice("decoder (--decoder)", self.decoder, list(DECODERS))
+        _choice("decoder (--decoder)", self.decoder, DECODERS.names())
         _choice("norm (--norm)", self.norm, list_norms())
         _choice("activation (--act)", self.act, list_acts())
         flags = ", ".join(PLACE_FLAGS.values())
@@ -56,6 +60,11 @@ class ModelConfig:
             chosen = ", ".join(PLACE_FLAGS[p] for p in self.places())
             raise ValueError(f"{chosen} given but --attn is 'none': choose a block with --attn "
                              f"(one of {', '.join(list_attn()[1:])}) or drop {chosen}")
+        if self.attn_reduction is not None and self.attn != "none":
+            options = ATTN.options(self.attn)
+            if options is not None and "reduction" not in options:
+                raise ValueError(f"--attn-reduction does not apply to attention block {self.attn!r} "
+                                 f"(its options: {', '.join(options) or 'none'}); drop it")
         if self.name == "inversionnet" and (self.attn != "none" or self.skip_gate != "none" or self.decoder != "unet"):
             raise ValueError("InversionNet takes no --attn, --skip-gate or --decoder options; use --name unet")
         for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads"):
@@ -68,9 +77,10 @@ class ModelConfig:
 
 def _choice(what: str, value: str, valid: list[str]) -> None:
     if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(valid)}")
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
+@BUILDERS.register("unet")
 def _build_unet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
     s, t, r = data_shape
     attn_kwargs = {} if cfg.attn_reduction is None else {"reduction": cfg.attn_reduction}
@@ -81,18 +91,13 @@ def _build_unet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[
                          mix_dim=cfg.mix_dim, mix_heads=cfg.mix_heads)
 
 
+@BUILDERS.register("inversionnet")
 def _build_inversionnet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
     s, t, r = data_shape
     return InversionNet(s, t, r, grid=grid)
 
 
-BUILDERS: dict[str, Callable[[ModelConfig, tuple, tuple], nn.Module]] = {
-    "unet": _build_unet,
-    "inversionnet": _build_inversionnet,
-}
-
-
 def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
     """Validate ``cfg`` and build the network for gathers of shape ``data_shape`` = (S, T, R) onto ``grid`` = (nz, nx)."""
     cfg.validate()
-    return BUILDERS[cfg.name](cfg, tuple(data_shape), tuple(grid))
+    return BUILDERS.get(cfg.name)(cfg, tuple(data_shape), tuple(grid))

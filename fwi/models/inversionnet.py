@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fwi.models.layers import center_crop
+
 
 def conv_block(cin: int, cout: int, kernel=3, stride=1, padding=1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout),
@@ -102,8 +104,5 @@ class InversionNet(nn.Module):
         x = self.encoder(gathers)
         if tuple(x.shape[-2:]) != self.latent_size:
             x = F.adaptive_avg_pool2d(x, self.latent_size)
-        x = self.decoder(self.latent(x))
-        h, w = x.shape[-2:]
-        top, left = (h - self.grid[0]) // 2, (w - self.grid[1]) // 2
-        x = x[..., top:top + self.grid[0], left:left + self.grid[1]]
+        x = center_crop(self.decoder(self.latent(x)), self.grid)
         return {"velocity": self.velocity_head(x), "salt_logits": self.salt_head(x)}

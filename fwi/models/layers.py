@@ -1,12 +1,11 @@
 """Small shared pieces: conv-norm-act blocks with norm / activation chosen by name, exact-size resampling helpers.
 
-Norms and activations are picked from the small dict registries `NORMS` and `ACTS` (name -> constructor), so the
-networks never branch on their names.
+Norms and activations are picked from the registries `NORMS` and `ACTS` (`fwi.registry.Registry`, name ->
+constructor), so the networks never branch on their names.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Callable
 
@@ -14,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fwi.models.attention import create_attn, create_gate
+from fwi.registry import Registry
+
+NORMS: Registry[Callable[[int], nn.Module]] = Registry("norm")
+ACTS: Registry[Callable[[], nn.Module]] = Registry("activation")
 
 
 def _group_norm(channels: int) -> nn.Module:
@@ -22,39 +24,32 @@ def _group_norm(channels: int) -> nn.Module:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
-NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "batch": nn.BatchNorm2d,
-    "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
-    "group": _group_norm,
-    "none": lambda c: nn.Identity(),
-}
+NORMS.register("batch", nn.BatchNorm2d)
+NORMS.register("instance", lambda c: nn.InstanceNorm2d(c, affine=True))
+NORMS.register("group", _group_norm)
+NORMS.register("none", lambda c: nn.Identity())
 
-ACTS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
-    "gelu": nn.GELU,
-    "silu": lambda: nn.SiLU(inplace=True),
-}
+ACTS.register("relu", lambda: nn.ReLU(inplace=True))
+ACTS.register("leaky_relu", lambda: nn.LeakyReLU(0.2, inplace=True))
+ACTS.register("gelu", nn.GELU)
+ACTS.register("silu", lambda: nn.SiLU(inplace=True))
 
 
 def list_norms() -> list[str]:
-    return list(NORMS)
+    return NORMS.names()
 
 
 def list_acts() -> list[str]:
-    return list(ACTS)
+    return ACTS.names()
 
 
 def make_norm(name: str, channels: int) -> nn.Module:
-    if name not in NORMS:
-        raise ValueError(f"unknown norm {name!r}; valid names: {', '.join(NORMS)}")
-    return NORMS[name](channels)
+    """Norm ``name`` over ``channels`` channels of (B, C, H, W) maps."""
+    return NORMS.get(name)(channels)
 
 
 def make_act(name: str) -> nn.Module:
-    if name not in ACTS:
-        raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(ACTS)}")
-    return ACTS[name]()
+    return ACTS.get(name)()
 
 
 class ConvNormAct(nn.Sequential):
@@ -76,42 +71,6 @@ class DoubleConv(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, norm: str = "batch", act: str = "relu"):
         super().__init__(ConvNormAct(cin, cout, 3, norm=norm, act=act), ConvNormAct(cout, cout, 3, norm=norm, act=act))
-
-
-def _accepted_kwargs(factory: Callable, kwargs: dict) -> dict:
-    """The subset of ``kwargs`` that ``factory`` accepts (all of them if it takes ``**kwargs``)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return dict(kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(kwargs)
-    names = {p.name for p in params}
-    return {k: v for k, v in kwargs.items() if k in names}
-
-
-def _registered(kind: str, name: str) -> Callable | None:
-    from fwi.models.attention import registry
-    return registry.attn_class(name) if kind == "attn" else registry.gate_class(name)
-
-
-def make_attn(name: str, channels: int, **kwargs) -> nn.Module:
-    """`create_attn` with shared options (e.g. ``reduction``) passed only to blocks whose constructor takes them.
-
-    One set of options (``--attn-reduction``) serves every block: ECA or SimAM have no reduction ratio, so the
-    keyword is dropped for them instead of raising. Unknown names still raise through the registry.
-    """
-    factory = _registered("attn", name)
-    if factory is not None:
-        kwargs = _accepted_kwargs(factory, kwargs)
-    return create_attn(name, channels, **kwargs)
-
-
-def make_gate(name: str, skip_channels: int, gating_channels: int, **kwargs) -> nn.Module:
-    factory = _registered("gate", name)
-    if factory is not None:
-        kwargs = _accepted_kwargs(factory, kwargs)
-    return create_gate(name, skip_channels, gating_channels, **kwargs)
 
 
 def match_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from fwi.models.layers import make_act, make_attn, make_gate, make_norm
+from fwi.models.attention import create_attn, create_gate
+from fwi.models.attention.common import largest_divisor_at_most, multi_head_attention
+from fwi.models.layers import make_act, make_norm
 
 
 class MixFFN(nn.Module):
@@ -53,7 +55,11 @@ class MixFFN(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head cross-attention: ``q`` (B, Nq, dim) attends over ``kv`` (B, Nkv, kv_dim) -> (B, Nq, dim)."""
+    """Multi-head cross-attention: ``q`` (B, Nq, dim) attends over ``kv`` (B, Nkv, kv_dim) -> (B, Nq, dim).
+
+    Linear q (dim -> dim) and kv (kv_dim -> 2 dim, split into keys then values) projections, the shared
+    `multi_head_attention` (scale 1/sqrt(dim / heads)), linear output projection.
+    """
 
     def __init__(self, dim: int, kv_dim: int, heads: int):
         super().__init__()
@@ -65,15 +71,8 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        q = rearrange(self.q(q), "b n (h d) -> b h n d", h=self.heads)
-        k, v = rearrange(self.kv(kv), "b m (two h d) -> two b h m d", two=2, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
-
-
-def _heads_for(width: int, heads: int) -> int:
-    """``heads``, lowered to the largest divisor of ``width`` when it does not divide it."""
-    return max(h for h in range(1, min(heads, width) + 1) if width % h == 0)
+        k, v = self.kv(kv).chunk(2, dim=-1)
+        return self.proj(multi_head_attention(self.q(q), k, v, self.heads))
 
 
 class MixAttentionBlock(nn.Module):
@@ -92,7 +91,8 @@ class MixAttentionBlock(nn.Module):
         self.kv_dim = mix_dim * len(mix_channels)
         self.norm_q = nn.LayerNorm(width)
         self.norm_kv = nn.LayerNorm(self.kv_dim)
-        self.attn = CrossAttention(width, self.kv_dim, _heads_for(width, heads))
+        # heads lowered to the largest divisor of the stage width when it does not divide it
+        self.attn = CrossAttention(width, self.kv_dim, largest_divisor_at_most(width, heads))
         self.norm_ffn = nn.LayerNorm(width)
         self.ffn = MixFFN(width, int(width * mlp_ratio))
 
@@ -136,6 +136,8 @@ class MixAttentionDecoder(nn.Module):
         n = len(stage_channels)
         if n < 1:
             raise ValueError("the mix decoder needs at least one stage")
+        if heads < 1:
+            raise ValueError(f"the mix decoder needs at least one attention head, got {heads}")
         self.n_stages = n
         self.out_channels = dim
         self.stage_dims = widths = [min(dim, c) for c in stage_channels]
@@ -145,10 +147,10 @@ class MixAttentionDecoder(nn.Module):
             stage = n - 1 - j
             mix_channels = [widths[i] if i in decoded else stage_channels[i] for i in range(n)]
             blocks.append(MixAttentionBlock(stage_channels[stage], mix_channels, widths[stage], dim, heads, mlp_ratio))
-            post_attn.append(make_attn(attn if decoder_attn else "none", widths[stage], **(attn_kwargs or {})))
+            post_attn.append(create_attn(attn if decoder_attn else "none", widths[stage], **(attn_kwargs or {})))
             use_gate = skip_gate != "none" and j > 0
             # Gating signal: the previous (coarser) decoder output.
-            gates.append(make_gate(skip_gate, stage_channels[stage], widths[stage + 1], **(gate_kwargs or {}))
+            gates.append(create_gate(skip_gate, stage_channels[stage], widths[stage + 1], **(gate_kwargs or {}))
                          if use_gate else None)
             decoded.add(stage)
         self.blocks = nn.ModuleList(blocks)

@@ -3,9 +3,10 @@
     python -m fwi.models.summary --attn ca --encoder-attn --skip-attn --grid 70 70 --shots 5 --nt 1000 --nrec 70
     python -m fwi.models.summary --all-attn --grid 30 40 --nt 64 --nrec 20
 
-FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` for one forward pass of one sample (a
-multiply-add counts 2); only the matrix-multiply-like ops it knows (conv, linear, matmul, attention) are counted,
-not element-wise ops, norms or pooling.
+FLOPs are counted by `fwi.models.complexity` (FlopCounterMode) for one forward pass of one sample (a multiply-add
+counts 2); only the matrix-multiply-like ops it knows (conv, linear, matmul, attention) are counted, not element-wise
+ops, norms or pooling. ``count_params`` / ``count_flops`` are re-exported here for older imports; new code imports
+them from `fwi.models.complexity`.
 """
 
 from __future__ import annotations
@@ -15,40 +16,12 @@ import dataclasses
 import sys
 
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from fwi.models.attention import list_attn, list_gates
 from fwi.models.build import PLACE_FLAGS, ModelConfig, build_model
+from fwi.models.complexity import count_flops, count_params
 
-
-def count_params(model: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel that
-# F.scaled_dot_product_attention dispatches to on CPU; without this the attention matmuls would count 0.
-_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
-
-
-def count_flops(model: nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of ``model(example)`` (forward only, eval mode, no grad), as counted by FlopCounterMode.
-
-    A multiply-add counts 2 (a k x k conv: 2*Cin*Cout*k*k*H*W); element-wise ops are not counted.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
-            model(example)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
+__all__ = ["count_flops", "count_params", "describe", "summarize", "all_attn_configs", "format_table", "main"]
 
 
 def describe(cfg: ModelConfig) -> str:

@@ -24,8 +24,16 @@ import torch
 from torch import nn
 
 from fwi.models.adapter import GatherAdapter
-from fwi.models.layers import ConvNormAct, DoubleConv, make_attn, make_gate, match_size
+from fwi.models.attention import ATTN, create_attn, create_gate
+from fwi.models.layers import ConvNormAct, DoubleConv, match_size
 from fwi.models.mix_decoder import MixAttentionDecoder
+from fwi.registry import Registry
+
+#: Downsampling between encoder stages: ``factory(channels, norm, act)``.
+DOWNSAMPLERS: Registry[Callable[[int, str, str], nn.Module]] = Registry("downsampling")
+DOWNSAMPLERS.register("maxpool", lambda channels, norm, act: nn.MaxPool2d(2, ceil_mode=True))
+DOWNSAMPLERS.register("conv", lambda channels, norm, act: ConvNormAct(channels, channels, 3, stride=2, norm=norm,
+                                                                      act=act))
 
 
 def stage_widths(depth: int, base_channels: int, max_channels: int = 512) -> list[int]:
@@ -38,13 +46,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int, mode: str = "maxpool", norm: str = "batch", act: str = "relu"):
         super().__init__()
-        modes: dict[str, Callable[[], nn.Module]] = {
-            "maxpool": lambda: nn.MaxPool2d(2, ceil_mode=True),
-            "conv": lambda: ConvNormAct(channels, channels, 3, stride=2, norm=norm, act=act),
-        }
-        if mode not in modes:
-            raise ValueError(f"unknown downsampling {mode!r}; valid: {', '.join(modes)}")
-        self.op = modes[mode]()
+        self.op = DOWNSAMPLERS.get(mode)(channels, norm, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -66,9 +68,9 @@ class UNetDecoder(nn.Module):
             w = widths[level]
             self.ups.append(nn.ConvTranspose2d(cin, w, kernel_size=2, stride=2))
             # Gating signal: the coarser decoder feature coming up (before the up-conv), as in Oktay et al.
-            self.gates.append(make_gate(skip_gate, w, cin, **(gate_kwargs or {})) if self.gated else nn.Identity())
+            self.gates.append(create_gate(skip_gate, w, cin, **(gate_kwargs or {})) if self.gated else nn.Identity())
             self.convs.append(DoubleConv(2 * w, w, norm=norm, act=act))
-            self.post_attn.append(make_attn(attn if decoder_attn else "none", w, **(attn_kwargs or {})))
+            self.post_attn.append(create_attn(attn if decoder_attn else "none", w, **(attn_kwargs or {})))
             cin = w
         self.out_channels = widths[0]
 
@@ -84,19 +86,23 @@ class UNetDecoder(nn.Module):
         return x
 
 
+#: Decoders over the encoder stages: ``factory(widths, opts)``, ``widths`` finest first (then the bottleneck),
+#: ``opts`` the AttentionUNet options (norm, act, attn, attn_kwargs, decoder_attn, skip_gate, gate_kwargs, mix_*).
+DECODERS: Registry[Callable[[list[int], dict], nn.Module]] = Registry("decoder")
+
+
+@DECODERS.register("unet")
 def _unet_decoder(widths, opts) -> nn.Module:
     return UNetDecoder(widths, norm=opts["norm"], act=opts["act"], attn=opts["attn"], attn_kwargs=opts["attn_kwargs"],
                        decoder_attn=opts["decoder_attn"], skip_gate=opts["skip_gate"], gate_kwargs=opts["gate_kwargs"])
 
 
+@DECODERS.register("mix")
 def _mix_decoder(widths, opts) -> nn.Module:
     return MixAttentionDecoder(widths, dim=opts["mix_dim"], heads=opts["mix_heads"], mlp_ratio=opts["mix_mlp_ratio"],
                                norm=opts["norm"], act=opts["act"], attn=opts["attn"], attn_kwargs=opts["attn_kwargs"],
                                decoder_attn=opts["decoder_attn"], skip_gate=opts["skip_gate"],
                                gate_kwargs=opts["gate_kwargs"])
-
-
-DECODERS: dict[str, Callable[[list[int], dict], nn.Module]] = {"unet": _unet_decoder, "mix": _mix_decoder}
 
 
 class AttentionUNet(nn.Module):
@@ -125,14 +131,14 @@ class AttentionUNet(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; valid: {', '.join(DECODERS)}")
+        make_decoder = DECODERS.get(decoder)
         attn_kwargs = dict(attn_kwargs or {})
+        ATTN.check_kwargs(attn, attn_kwargs)  # a mistyped option fails even where no place selects the block
         self.grid = (int(grid[0]), int(grid[1]))
         self.widths = widths = stage_widths(depth, base_channels, max_channels)
 
         def place(flag: bool, channels: int) -> nn.Module:
-            return make_attn(attn if flag else "none", channels, **attn_kwargs)
+            return create_attn(attn if flag else "none", channels, **attn_kwargs)
 
         self.adapter = GatherAdapter(in_shots, nt, nrec, self.grid, out_channels=base_channels, norm=norm, act=act)
         self.downs = nn.ModuleList(Downsample(widths[i], downsample, norm, act) for i in range(depth))
@@ -145,7 +151,7 @@ class AttentionUNet(nn.Module):
         opts = dict(norm=norm, act=act, attn=attn, attn_kwargs=attn_kwargs, decoder_attn=decoder_attn,
                     skip_gate=skip_gate, gate_kwargs=dict(gate_kwargs or {}), mix_dim=mix_dim, mix_heads=mix_heads,
                     mix_mlp_ratio=mix_mlp_ratio)
-        self.decoder = DECODERS[decoder](widths, opts)
+        self.decoder = make_decoder(widths, opts)
         head_in = self.decoder.out_channels
         self.velocity_head = nn.Sequential(nn.Conv2d(head_in, 1, 1), nn.Tanh())
         self.salt_head = nn.Conv2d(head_in, 1, 1)

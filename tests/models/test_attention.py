@@ -10,8 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fwi.models.attention import create_attn, create_gate, list_attn, list_gates
+from fwi.models.attention import ATTN, GATES, create_attn, create_gate, list_attn, list_gates
+from fwi.models.attention.common import largest_divisor_at_most, multi_head_attention
 from fwi.models.attention.eca import eca_kernel_size
+from fwi.models.attention.se import ChannelAttn, SqueezeMLP
+from fwi.models.attention.shuffle import shuffle_groups
+from fwi.models.mix_decoder import CrossAttention
 
 EXPECTED_NAMES = {
     "se", "eca", "cbam", "bam", "ca", "scse", "sge", "shuffle", "sk", "psa", "da", "simam", "a2", "nl", "aft", "muse",
@@ -128,6 +132,15 @@ def test_registry_names():
     assert "gate" in list_gates()
 
 
+def test_names_first_none_then_alphabetical_and_files_named_after_them():
+    """``--attn ca`` lives in ``ca.py``: every block's module is named after its registry name."""
+    assert list_attn() == ["none"] + sorted(list_attn()[1:])
+    for name in list_attn()[1:]:
+        assert ATTN.get(name).__module__ == f"fwi.models.attention.{name}", name
+    for name in list_gates():
+        assert GATES.get(name).__module__ == f"fwi.models.attention.{name}", name
+
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError) as err:
         create_attn("no-such-block", 16)
@@ -150,6 +163,66 @@ def test_kwargs_reach_the_block():
     assert create_attn("se", 64, reduction=4, min_hidden=32).fc1.out_features == 32
     assert create_attn("ca", 512).conv1.out_channels == 16  # 512 // 32
     assert create_attn("ca", 64).conv1.out_channels == 8  # max(8, 2)
+
+
+@pytest.mark.parametrize("name,bad,options", [
+    ("eca", "reduction", "gamma, b, kernel_size"),
+    ("simam", "reduction", "e_lambda"),
+    ("se", "reductoin", "reduction, min_hidden"),
+    ("da", "reduction", "qk_reduction"),
+])
+def test_options_a_block_does_not_take_fail_loudly(name, bad, options):
+    """timm's create_attn: options are passed through, so a mistyped or inapplicable one is an error, not dropped."""
+    with pytest.raises(ValueError) as err:
+        create_attn(name, 16, **{bad: 4})
+    assert str(err.value) == f"attention block {name!r} takes no option {bad!r} (its options: {options})"
+    with pytest.raises(ValueError, match=r"gate 'gate' takes no option 'reduction' \(its options: inter_channels\)"):
+        create_gate("gate", 8, 16, reduction=2)
+    assert isinstance(create_attn("none", 16, **{bad: 4}), nn.Identity)  # no block: nothing to configure
+
+
+def test_channel_branches_share_one_channel_attn():
+    """SE, CBAM, scSE and BAM are the shared ChannelAttn (PSA uses its SqueezeMLP), keeping their layer names."""
+    for name in ("se", "cbam", "scse", "bam"):
+        assert isinstance(create_attn(name, 16), ChannelAttn), name
+    assert isinstance(create_attn("psa", 16), SqueezeMLP)
+    assert create_attn("bam", 16).mlp_names == ("channel_fc1", "channel_fc2")
+    assert create_attn("psa", 16).mlp_names == ("se_fc1", "se_fc2")
+    # CBAM's channel attention is exactly a standalone avg+max ChannelAttn holding the same weights (timm's cut)
+    torch.manual_seed(0)
+    cbam = create_attn("cbam", 32, reduction=4)
+    chan = ChannelAttn(32, reduction=4, pools=("avg", "max"))
+    chan.load_state_dict({k: v for k, v in cbam.state_dict().items() if k.startswith("fc")})
+    x = torch.randn(2, 32, 5, 7)
+    torch.testing.assert_close(chan(x), x * cbam.channel_map(x), rtol=0, atol=0)
+    torch.testing.assert_close(cbam(x), chan(x) * cbam.spatial_map(chan(x)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pools"):
+        ChannelAttn(8, pools=("median",))
+
+
+def test_largest_divisor_at_most_matches_brute_force():
+    for n in range(1, 41):
+        for cap in range(0, 45):
+            expected = max([g for g in range(1, max(cap, 1) + 1) if n % g == 0])
+            assert largest_divisor_at_most(n, cap) == expected, (n, cap)
+        if n % 2 == 0:
+            for groups in range(1, 12):
+                g = shuffle_groups(n, groups)
+                assert n % (2 * g) == 0 and all(n % (2 * h) for h in range(g + 1, groups + 1)), (n, groups)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_multi_head_attention_and_cross_attention_match_per_head_softmax(heads: int):
+    """The one multi-head attention (used by NL, MUSE and the mix decoder) against per-head softmax(QK^T/sqrt d)V."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64), \
+        torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(multi_head_attention(q, k, v, heads), _heads_attention(q, k, v, heads))
+    attn = CrossAttention(8, 6, heads).to(torch.float64)
+    kv = torch.randn(2, 5, 6, dtype=torch.float64)
+    keys, values = _linear(kv, attn.kv).split(8, dim=-1)  # keys first, then values
+    ref = _linear(_heads_attention(_linear(q, attn.q), keys, values, heads), attn.proj)
+    torch.testing.assert_close(attn(q, kv), ref)
 
 
 # ----------------------------------------------------------------------------------------------- contract

@@ -1,4 +1,7 @@
-"""AttentionUNet, mix decoder, ModelConfig / build_model and the summary tool (small sizes only)."""
+"""AttentionUNet, mix decoder, ModelConfig / build_model and the summary tool (small sizes only).
+
+The output contract every network shares (shapes on any grid, finite values, gradients, eval determinism) is
+checked once for all of them in ``test_model_contract.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from fwi.models import AttentionUNet, ModelConfig, build_model, create_attn, list_attn
-from fwi.models.attention import create_gate, list_gates
+from fwi.models import AttentionUNet, ModelConfig, build_model, create_attn, list_attn, summary
+from fwi.models.attention import ATTN, create_gate, list_gates
 from fwi.models.mix_decoder import CrossAttention, MixAttentionDecoder
-from fwi.models.summary import count_flops, count_params
+from fwi.models.complexity import count_flops, count_params
 from fwi.models.unet import stage_widths
 
 BLOCKS = [a for a in list_attn() if a != "none"]
@@ -30,25 +33,7 @@ def gathers(batch=2, shots=3, nt=40, nrec=11, seed=1) -> torch.Tensor:
     return torch.randn(batch, shots, nt, nrec, generator=torch.Generator().manual_seed(seed))
 
 
-# ---------------------------------------------------------------- shapes
-
-
-@pytest.mark.parametrize("decoder", ["unet", "mix"])
-@pytest.mark.parametrize("grid,depth", [((31, 45), 3), ((70, 70), 4), ((30, 40), 3), ((17, 9), 2)])
-def test_output_shapes_any_grid(grid, depth, decoder):
-    model = small_unet(grid, depth, decoder=decoder, mix_dim=8, mix_heads=2)
-    out = model(gathers())
-    assert set(out) == {"velocity", "salt_logits"}
-    assert out["velocity"].shape == (2, 1, *grid)
-    assert out["salt_logits"].shape == (2, 1, *grid)
-    assert out["velocity"].abs().max() <= 1.0
-    assert torch.isfinite(out["salt_logits"]).all()
-
-
-def test_any_survey_size_and_conv_downsampling():
-    model = small_unet((31, 45), 4, downsample="conv", in_shots=2, nt=333, nrec=57)
-    out = model(gathers(shots=2, nt=333, nrec=57))
-    assert out["velocity"].shape == (2, 1, 31, 45)
+# ---------------------------------------------------------------- widths
 
 
 def test_stage_widths_capped():
@@ -192,14 +177,6 @@ def test_mix_decoder_kv_tokens_and_queries(grid, depth):
         assert all(p.out_features == dim for p in dec.blocks[j].mix_proj)
 
 
-def test_mix_decoder_gradients_reach_all_params():
-    model = small_unet((31, 45), 3, decoder="mix", mix_dim=8, mix_heads=2)
-    out = model(gathers())
-    (out["velocity"].square().sum() + out["salt_logits"].square().sum()).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not missing
-
-
 def test_mix_decoder_fusion_equals_concat_then_conv():
     """The per-stage fusion equals the paper's order: resize all outputs, concatenate, one 1x1 conv."""
     torch.manual_seed(0)
@@ -265,38 +242,51 @@ def test_build_model_rejects_bad_config():
         build_model(ModelConfig(attn="se"), (3, 40, 11), (20, 24))
 
 
-@pytest.mark.parametrize("name", BLOCKS)
-def test_build_every_block_forward_backward(name):
-    cfg = ModelConfig(attn=name, encoder_attn=True, skip_attn=True, depth=2, base_channels=8)
-    torch.manual_seed(0)
-    model = build_model(cfg, (3, 40, 11), (20, 28))
-    out = model(gathers())
-    loss = out["velocity"].square().mean() + out["salt_logits"].square().mean()
-    loss.backward()
-    assert out["velocity"].shape == (2, 1, 20, 28)
-    assert torch.isfinite(loss)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-
-
-@pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
-@pytest.mark.parametrize("act", ["relu", "leaky_relu", "gelu", "silu"])
-def test_norms_and_acts_build(norm, act):
-    model = build_model(ModelConfig(depth=2, base_channels=4, norm=norm, act=act), (3, 40, 11), (12, 16))
-    assert model(gathers())["velocity"].shape == (2, 1, 12, 16)
-
-
-def test_attn_reduction_passed_only_where_accepted():
+def test_attn_reduction_reaches_the_blocks_that_take_it():
     cfg = ModelConfig(attn="se", skip_attn=True, depth=2, base_channels=64, attn_reduction=4)
     model = build_model(cfg, (3, 40, 11), (12, 16))
     se_type = type(create_attn("se", 64))
     ref = count_params(se_type(64, reduction=4)) + count_params(se_type(128, reduction=4))
     assert sum(count_params(m) for m in model.modules() if type(m) is se_type) == ref
-    for name in BLOCKS:  # blocks without a reduction ratio simply ignore it
-        build_model(dataclasses.replace(cfg, attn=name), (3, 40, 11), (12, 16))
+
+
+@pytest.mark.parametrize("name", [b for b in BLOCKS if "reduction" not in ATTN.options(b)])
+def test_attn_reduction_refused_by_blocks_without_one(name):
+    """--attn-reduction is not silently dropped for a block without a reduction ratio (ECA, SimAM, SGE...)."""
+    cfg = ModelConfig(attn=name, skip_attn=True, depth=2, base_channels=8, attn_reduction=4)
+    with pytest.raises(ValueError) as e:
+        cfg.validate()
+    assert "--attn-reduction" in str(e.value) and repr(name) in str(e.value)
+    dataclasses.replace(cfg, attn_reduction=None).validate()
+
+
+def test_mistyped_block_option_fails_loudly_in_the_network():
+    for kw in (dict(attn="se", skip_attn=True), dict(attn="se")):  # placed, and selected but placed nowhere
+        with pytest.raises(ValueError, match=r"attention block 'se' takes no option 'reductoin'"):
+            small_unet(grid=(12, 16), depth=2, attn_kwargs={"reductoin": 2}, **kw)
+    with pytest.raises(ValueError, match=r"gate 'gate' takes no option 'inter'.*inter_channels"):
+        small_unet(grid=(12, 16), depth=2, skip_gate="gate", gate_kwargs={"inter": 2})
+    with pytest.raises(ValueError, match=r"attention block 'eca' takes no option 'reduction'"):
+        MixAttentionDecoder([4, 8], dim=8, heads=2, attn="eca", decoder_attn=True, attn_kwargs={"reduction": 2})
+    model = small_unet(grid=(12, 16), depth=2, attn="nl", skip_attn=True, attn_kwargs={"sr_ratio": 2})
+    assert all(block.sr_ratio == 2 for block in model.skip_attn)  # a valid option still arrives
+
+
+def test_unknown_decoder_downsampling_and_norm_name_the_valid_ones():
+    for kw, message in [(dict(decoder="nope"), "unknown decoder 'nope'; valid: unet, mix"),
+                        (dict(downsample="nope"), "unknown downsampling 'nope'; valid: maxpool, conv"),
+                        (dict(norm="nope"), "unknown norm 'nope'; valid: batch, instance, group, none"),
+                        (dict(act="nope"), "unknown activation 'nope'; valid: relu, leaky_relu, gelu, silu")]:
+        with pytest.raises(ValueError) as e:
+            small_unet(grid=(12, 16), depth=2, **kw)
+        assert str(e.value) == message
 
 
 # ---------------------------------------------------------------- summary
+
+
+def test_summary_reexports_the_complexity_counters():
+    assert summary.count_flops is count_flops and summary.count_params is count_params
 
 
 def test_count_flops_single_conv_by_hand():

@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels
+from fwi.models.attention.common import hidden_channels
 from fwi.models.attention.registry import register_attn
 
 

@@ -6,19 +6,20 @@ J. Park, S. Woo, J.-Y. Lee, I. S. Kweon, "BAM: Bottleneck Attention Module", BMV
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange, reduce
+from einops import rearrange
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels
+from fwi.models.attention.common import hidden_channels
 from fwi.models.attention.registry import register_attn
+from fwi.models.attention.se import ChannelAttn
 
 
 @register_attn("bam")
-class BAM(nn.Module):
+class BAM(ChannelAttn):
     """Parallel channel and spatial branches combined as ``x * (1 + sigmoid(Mc + Ms))`` (paper eq. 1-2).
 
-    Channel branch: ``Mc = BN(MLP(GAP x))``, MLP C -> C/r -> C with ReLU; Mc has shape (B, C, 1, 1).
+    Channel branch: ``Mc = BN(MLP(GAP x))``, MLP C -> C/r -> C with ReLU (the shared `ChannelAttn` squeeze MLP,
+    layers ``channel_fc1`` / ``channel_fc2``, with BN in place of its sigmoid); Mc has shape (B, C, 1, 1).
     Spatial branch: ``Ms = BN(conv1x1(conv3x3_d(conv3x3_d(conv1x1(x)))))``: 1x1 reduce to C/r, ``num_dilated``
     3x3 convs with dilation d (each followed by BN + ReLU, as is the reduce conv), 1x1 to one channel and a
     final BN; Ms has shape (B, 1, H, W). ``Mc + Ms`` broadcasts to (B, C, H, W).
@@ -36,14 +37,13 @@ class BAM(nn.Module):
     Shapes: (B, C, H, W) -> (B, C, H, W).
     """
 
+    mlp_names = ("channel_fc1", "channel_fc2")
+
     def __init__(
         self, channels: int, reduction: int = 16, min_hidden: int = 8, dilation: int = 4, num_dilated: int = 2
     ) -> None:
-        super().__init__()
+        super().__init__(channels, reduction, min_hidden, pools=("avg",))  # channel branch MLP
         hidden = hidden_channels(channels, reduction, min_hidden)
-        # channel branch
-        self.channel_fc1 = nn.Linear(channels, hidden)
-        self.channel_fc2 = nn.Linear(hidden, channels)
         self.channel_bn = nn.BatchNorm1d(channels)
         # spatial branch: conv -> BN -> ReLU stages, then 1x1 to one channel and BN
         stages = [nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))]
@@ -61,9 +61,7 @@ class BAM(nn.Module):
 
     def channel_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> Mc (B, C, 1, 1)."""
-        s = reduce(x, "b c h w -> b c", "mean")
-        mc = self.channel_bn(self.channel_fc2(F.relu(self.channel_fc1(s))))
-        return rearrange(mc, "b c -> b c 1 1")
+        return rearrange(self.channel_bn(self.channel_logits(x)), "b c -> b c 1 1")
 
     def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> Ms (B, 1, H, W)."""

@@ -1,16 +1,16 @@
-"""Imports every block module so that each registers itself (one module per block or family)."""
+"""Imports every block module so that each registers itself (one module per block, named as its registry name)."""
 
 from fwi.models.attention import (  # noqa: F401
+    a2,
     aft,
     bam,
+    ca,
     cbam,
-    coord,
-    danet,
-    double,
+    da,
     eca,
     gate,
-    mhsa,
     muse,
+    nl,
     psa,
     scse,
     se,

@@ -6,19 +6,19 @@ S. Woo, J. Park, J.-Y. Lee, I. S. Kweon, "CBAM: Convolutional Block Attention Mo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange, reduce
+from einops import reduce
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels
 from fwi.models.attention.registry import register_attn
+from fwi.models.attention.se import ChannelAttn
 
 
 @register_attn("cbam")
-class CBAM(nn.Module):
+class CBAM(ChannelAttn):
     """Channel attention then spatial attention, applied in sequence (paper eq. 1-3).
 
-    Channel: ``Mc = sigmoid(MLP(avgpool x) + MLP(maxpool x))`` with one shared MLP (C -> C/r -> C, ReLU).
+    Channel: ``Mc = sigmoid(MLP(avgpool x) + MLP(maxpool x))`` with one shared MLP (C -> C/r -> C, ReLU): the
+    shared `ChannelAttn` with both poolings (as timm builds its CBAM), its layers ``fc1`` / ``fc2``.
     Spatial: ``Ms = sigmoid(conv7x7([mean_c x'; max_c x']))`` (2 -> 1 channels, padding 3, with bias; the
     authors' code adds a BatchNorm after this conv, the paper's equation does not, so neither do we).
 
@@ -32,22 +32,10 @@ class CBAM(nn.Module):
     """
 
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8, kernel_size: int = 7) -> None:
-        super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        hidden = hidden_channels(channels, reduction, min_hidden)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
+        super().__init__(channels, reduction, min_hidden, pools=("avg", "max"))
         self.spatial = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
-
-    def _mlp(self, s: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(s)))
-
-    def channel_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> Mc (B, C, 1, 1)."""
-        avg = reduce(x, "b c h w -> b c", "mean")
-        mx = reduce(x, "b c h w -> b c", "max")
-        return rearrange(torch.sigmoid(self._mlp(avg) + self._mlp(mx)), "b c -> b c 1 1")
 
     def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> Ms (B, 1, H, W)."""

@@ -9,23 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels, largest_divisor_at_most
+from fwi.models.attention.common import hidden_channels, largest_divisor_at_most
 from fwi.models.attention.registry import register_attn
+from fwi.models.attention.se import SqueezeMLP
 
 
 @register_attn("psa")
-class PyramidSplitAttention(nn.Module):
+class PyramidSplitAttention(SqueezeMLP):
     """Multi-scale split, per-scale SE weights, softmax across scales (paper eq. 1-8).
 
     SPC: S = len(kernels) convs of C -> C/S channels with kernels 3, 5, 7, 9 and group counts 1, 4, 8, 16
     (each lowered to the largest divisor of C/S not above it, so C=8 works: groups 1, 2, 2, 2).
-    A shared SE weight module (GAP -> FC -> ReLU -> FC -> sigmoid, as in the authors' code) gives Z_i (B, C/S)
-    per scale; ``att = softmax(Z_i over the S scales)``; output ``concat_i(F_i * att_i)``. Not residual:
-    like the paper, the block replaces a 3x3 conv. C must be divisible by S (ValueError otherwise).
+    A shared SE weight module (GAP -> FC -> ReLU -> FC -> sigmoid, as in the authors' code; the shared
+    `SqueezeMLP`, layers ``se_fc1`` / ``se_fc2``) gives Z_i (B, C/S) per scale;
+    ``att = softmax(Z_i over the S scales)``; output ``concat_i(F_i * att_i)``. Not residual: like the paper, the block replaces a 3x3 conv. C must be divisible by S (ValueError otherwise).
 
     Args:
         channels: C.
@@ -36,6 +36,8 @@ class PyramidSplitAttention(nn.Module):
 
     Shapes: (B, C, H, W) -> (B, C, H, W).
     """
+
+    mlp_names = ("se_fc1", "se_fc2")
 
     def __init__(
         self,
@@ -56,12 +58,10 @@ class PyramidSplitAttention(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(channels, split, k, padding=k // 2, groups=g, bias=False) for k, g in zip(kernels, self.groups)
         )
-        hidden = hidden_channels(split, reduction, min_hidden)
-        self.se_fc1 = nn.Linear(split, hidden)
-        self.se_fc2 = nn.Linear(hidden, split)
+        self.add_squeeze_mlp(split, hidden_channels(split, reduction, min_hidden))  # after the convs (seeded init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = torch.stack([conv(x) for conv in self.convs], dim=1)  # (B, S, C/S, H, W)
-        z = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(reduce(feats, "b s c h w -> b s c", "mean")))))
+        z = torch.sigmoid(self.squeeze_mlp(reduce(feats, "b s c h w -> b s c", "mean")))
         att = torch.softmax(z, dim=1)  # across the S scales
         return rearrange(feats * rearrange(att, "b s c -> b s c 1 1"), "b s c h w -> b (s c) h w")

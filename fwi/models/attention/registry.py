@@ -1,4 +1,10 @@
-"""Name -> constructor registries for attention blocks and skip-connection gates (timm's ``create_attn`` idea)."""
+"""The registries of attention blocks (``ATTN``) and skip-connection gates (``GATES``), timm's ``create_attn`` idea.
+
+A block is ``cls(channels, **options)`` mapping (B, C, H, W) -> (B, C, H, W); ``"none"`` (listed first)
+gives ``nn.Identity`` (whatever the options: no block, nothing to configure). A gate is
+``cls(skip_channels, gating_channels, **options)`` with ``forward(skip, gating)`` -> skip-shaped. Options are
+passed through: one a block does not take is a ValueError naming the block and the option.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +12,43 @@ from typing import Callable
 
 from torch import nn
 
-_ATTN: dict[str, Callable[..., nn.Module]] = {}
-_GATES: dict[str, Callable[..., nn.Module]] = {}
+from fwi.registry import Registry
+
+# Sorted: the blocks register in import order (bam imports se...), the listing should not depend on it.
+ATTN: Registry[Callable[..., nn.Module]] = Registry("attention block", sort=True, first=("none",))
+GATES: Registry[Callable[..., nn.Module]] = Registry("gate", sort=True)
+
+
+@ATTN.register("none")
+def _no_attention(channels: int, **options) -> nn.Module:
+    return nn.Identity()
 
 
 def register_attn(name: str) -> Callable:
-    """Class decorator: register a block ``cls(channels, **kw)`` mapping (B, C, H, W) -> (B, C, H, W)."""
-    def wrap(cls):
-        if name in _ATTN:
-            raise KeyError(f"attention block {name!r} registered twice")
-        _ATTN[name] = cls
-        return cls
-    return wrap
+    """Class decorator: register attention block ``name``."""
+    return ATTN.register(name)
 
 
 def register_gate(name: str) -> Callable:
-    """Class decorator: register a gate ``cls(skip_channels, gating_channels, **kw)``; forward(skip, gating) -> skip-shaped."""
-    def wrap(cls):
-        if name in _GATES:
-            raise KeyError(f"gate {name!r} registered twice")
-        _GATES[name] = cls
-        return cls
-    return wrap
+    """Class decorator: register gate ``name``."""
+    return GATES.register(name)
 
 
 def list_attn() -> list[str]:
-    """Names accepted by `create_attn`, ``"none"`` first."""
-    return ["none"] + sorted(_ATTN)
+    """Names accepted by `create_attn`: ``"none"``, then the blocks alphabetically."""
+    return ATTN.names()
 
 
 def list_gates() -> list[str]:
-    return sorted(_GATES)
+    """Names accepted by `create_gate` (``"none"`` is not a gate: the networks skip the gate instead)."""
+    return GATES.names()
 
 
-def attn_class(name: str) -> Callable[..., nn.Module] | None:
-    """The registered constructor of block ``name`` (None for ``"none"`` or an unknown name)."""
-    return _ATTN.get(name)
-
-
-def gate_class(name: str) -> Callable[..., nn.Module] | None:
-    """The registered constructor of gate ``name`` (None if unknown)."""
-    return _GATES.get(name)
-
-
-def create_attn(name: str, channels: int, **kwargs) -> nn.Module:
+def create_attn(name: str, channels: int, **options) -> nn.Module:
     """Build attention block ``name`` for ``channels`` channels; ``"none"`` gives ``nn.Identity``."""
-    if name == "none":
-        return nn.Identity()
-    if name not in _ATTN:
-        raise ValueError(f"unknown attention block {name!r}; valid names: {', '.join(list_attn())}")
-    return _ATTN[name](channels, **kwargs)
+    return ATTN.build(name, channels, **options)
 
 
-def create_gate(name: str, skip_channels: int, gating_channels: int, **kwargs) -> nn.Module:
-    if name not in _GATES:
-        raise ValueError(f"unknown gate {name!r}; valid names: {', '.join(list_gates())}")
-    return _GATES[name](skip_channels, gating_channels, **kwargs)
+def create_gate(name: str, skip_channels: int, gating_channels: int, **options) -> nn.Module:
+    """Build gate ``name`` for skips of ``skip_channels`` gated by a ``gating_channels`` signal."""
+    return GATES.build(name, skip_channels, gating_channels, **options)

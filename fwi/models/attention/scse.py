@@ -8,20 +8,19 @@ and Channel 'Squeeze and Excitation' Blocks", IEEE Transactions on Medical Imagi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange, reduce
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels
 from fwi.models.attention.registry import register_attn
+from fwi.models.attention.se import ChannelAttn
 
 
 @register_attn("scse")
-class SCSE(nn.Module):
+class SCSE(ChannelAttn):
     """``x * cSE(x) + x * sSE(x)``: the MICCAI paper's element-wise addition of the two recalibrations.
 
-    cSE: ``sigmoid(W2 relu(W1 GAP(x)))`` per channel, (B, C, 1, 1); the paper's W1 halves the channels, so
-    the default reduction is 2. sSE: ``sigmoid(conv1x1(x))`` per pixel, (B, 1, H, W).
+    cSE: ``sigmoid(W2 relu(W1 GAP(x)))`` per channel, (B, C, 1, 1) (the shared `ChannelAttn`, layers ``fc1`` /
+    ``fc2``); the paper's W1 halves the channels, so the default reduction is 2.
+    sSE: ``sigmoid(conv1x1(x))`` per pixel, (B, 1, H, W).
     ``mode="max"`` gives the TMI paper's max-out aggregation ``max(x * cSE, x * sSE)`` instead.
 
     Args:
@@ -34,17 +33,13 @@ class SCSE(nn.Module):
     """
 
     def __init__(self, channels: int, reduction: int = 2, min_hidden: int = 8, mode: str = "add") -> None:
-        super().__init__()
         if mode not in ("add", "max"):
             raise ValueError(f"mode must be 'add' or 'max', got {mode!r}")
+        super().__init__(channels, reduction, min_hidden, pools=("avg",))
         self.mode = mode
-        hidden = hidden_channels(channels, reduction, min_hidden)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
         self.spatial = nn.Conv2d(channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a_c = torch.sigmoid(self.fc2(F.relu(self.fc1(reduce(x, "b c h w -> b c", "mean")))))
-        x_c = x * rearrange(a_c, "b c -> b c 1 1")
+        x_c = x * self.channel_map(x)
         x_s = x * torch.sigmoid(self.spatial(x))
         return x_c + x_s if self.mode == "add" else torch.maximum(x_c, x_s)

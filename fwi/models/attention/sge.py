@@ -10,7 +10,7 @@ import torch
 from einops import rearrange, reduce
 from torch import nn
 
-from fwi.models.attention._utils import largest_divisor_at_most
+from fwi.models.attention.common import largest_divisor_at_most
 from fwi.models.attention.registry import register_attn
 
 

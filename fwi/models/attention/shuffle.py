@@ -9,6 +9,7 @@ import torch
 from einops import rearrange, reduce
 from torch import nn
 
+from fwi.models.attention.common import largest_divisor_at_most
 from fwi.models.attention.registry import register_attn
 
 
@@ -16,10 +17,7 @@ def shuffle_groups(channels: int, groups: int) -> int:
     """Largest ``g <= groups`` with ``channels % (2 g) == 0``; raises for odd ``channels`` (no valid split)."""
     if channels % 2:
         raise ValueError(f"shuffle attention needs an even channel count, got {channels}")
-    for g in range(max(min(groups, channels // 2), 1), 0, -1):
-        if channels % (2 * g) == 0:
-            return g
-    return 1
+    return largest_divisor_at_most(channels // 2, groups)
 
 
 @register_attn("shuffle")

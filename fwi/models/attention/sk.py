@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels, largest_divisor_at_most
+from fwi.models.attention.common import hidden_channels, largest_divisor_at_most
 from fwi.models.attention.registry import register_attn
 
 

@@ -1,4 +1,5 @@
-"""Small helpers shared by the attention blocks (channel arithmetic, multi-head attention over tokens)."""
+"""Small helpers shared by the attention blocks and the mix decoder: channel arithmetic (bottleneck widths, group
+and head counts) and multi-head attention over tokens."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ def hidden_channels(channels: int, reduction: int, min_hidden: int) -> int:
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:
-    """Largest ``g <= cap`` with ``n % g == 0`` (at least 1): clamps a group count to a divisor of ``n``."""
+    """Largest ``g <= cap`` with ``n % g == 0`` (at least 1): clamps a group or head count to a divisor of ``n``.
+
+    The one place this is computed: SGE and SK groups, PSA per-scale groups, shuffle attention groups (of C / 2),
+    adaptive head counts (`resolve_heads`) and the mix decoder's heads.
+    """
     for g in range(max(min(cap, n), 1), 0, -1):
         if n % g == 0:
             return g

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from fwi.models.attention._utils import hidden_channels, multi_head_attention, resolve_heads
+from fwi.models.attention.common import hidden_channels, multi_head_attention, resolve_heads
 from fwi.models.attention.registry import register_attn
 
 

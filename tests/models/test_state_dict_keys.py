@@ -1,0 +1,163 @@
+"""Checkpoint compatibility: every configuration keeps the state-dict keys and shapes recorded in
+``state_dict_keys.json``, so a checkpoint written before a refactor still loads with ``load_state_dict(strict=True)``.
+
+The fixture covers the plain U-Net, every attention block in every place (encoder, skip, bottleneck, decoder; and
+after each stage of the mix decoder), every skip gate (with both decoders), the mix decoder, InversionNet and a few
+blocks with structure-changing options. It was recorded with the code as it was before the refactor of issue 13.
+
+    python tests/models/test_state_dict_keys.py          # add entries for new cases (never rewrites old ones)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fwi.models import AttentionUNet, ModelConfig, build_model, list_attn, list_gates
+
+FIXTURE = Path(__file__).with_name("state_dict_keys.json")
+DATA, GRID = (2, 40, 11), (12, 16)  # gathers (S, T, R) and output grid of every case
+SMALL = {"depth": 2, "base_channels": 8}
+MIX = {"decoder": "mix", "mix_dim": 16, "mix_heads": 2}
+PLACES = ["encoder_attn", "skip_attn", "bottleneck_attn", "decoder_attn"]
+# Block options that change a block's structure (hence its keys), reachable through AttentionUNet(attn_kwargs=...).
+EXTRA_KWARGS = {
+    "nl-sr2": ("nl", {"sr_ratio": 2}),
+    "nl-nopos": ("nl", {"pos_enc": False}),
+    "sk-3dil": ("sk", {"dilations": (1, 2, 3)}),
+    "psa-2scales": ("psa", {"kernels": (3, 5), "conv_groups": (1, 4)}),
+    "eca-k5": ("eca", {"kernel_size": 5}),
+    "cbam-k3": ("cbam", {"kernel_size": 3}),
+}
+
+
+def cases() -> dict[str, dict]:
+    """Case name -> {"model": non-default ModelConfig fields, optionally "attn_kwargs"}."""
+    out: dict[str, dict] = {"unet": {"model": dict(SMALL)}, "mix": {"model": {**SMALL, **MIX}},
+                            "inversionnet": {"model": {"name": "inversionnet"}}}
+    for attn in list_attn()[1:]:
+        for place in PLACES:
+            out[f"unet-{attn}-{place}"] = {"model": {**SMALL, "attn": attn, place: True}}
+        out[f"mix-{attn}-decoder_attn"] = {"model": {**SMALL, **MIX, "attn": attn, "decoder_attn": True}}
+    out["unet-se-skip_attn-reduction4"] = {"model": {**SMALL, "attn": "se", "skip_attn": True, "attn_reduction": 4}}
+    for gate in list_gates():
+        out[f"unet-gate:{gate}"] = {"model": {**SMALL, "skip_gate": gate}}
+        out[f"mix-gate:{gate}"] = {"model": {**SMALL, **MIX, "skip_gate": gate}}
+    for label, (attn, kwargs) in EXTRA_KWARGS.items():
+        out[f"unet-{label}-encoder_attn+bottleneck_attn"] = {
+            "model": {**SMALL, "attn": attn, "encoder_attn": True, "bottleneck_attn": True},
+            "attn_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    return out
+
+
+def model_config(fields: dict) -> ModelConfig:
+    """ModelConfig from recorded fields; the family was recorded as ``name`` (also accepted as ``arch``)."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    fields = dict(fields)
+    if "name" in fields and "name" not in names and "arch" in names:
+        fields["arch"] = fields.pop("name")
+    return ModelConfig(**fields)
+
+
+def build(case: dict) -> nn.Module:
+    """The network of one case (seeded, so repeated builds are identical)."""
+    cfg = model_config(case["model"])
+    torch.manual_seed(0)
+    if "attn_kwargs" not in case:
+        return build_model(cfg, DATA, GRID)
+    cfg.validate()
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in case["attn_kwargs"].items()}
+    return AttentionUNet(*DATA, grid=GRID, depth=cfg.depth, base_channels=cfg.base_channels, norm=cfg.norm,
+                         act=cfg.act, attn=cfg.attn, attn_kwargs=kwargs, decoder=cfg.decoder,
+                         **{p: getattr(cfg, p) for p in PLACES})
+
+
+def keys_and_shapes(model: nn.Module) -> list[list]:
+    """[[key, [shape...]], ...] in state-dict order."""
+    return [[k, list(v.shape)] for k, v in model.state_dict().items()]
+
+
+def base_of(case: dict) -> str | None:
+    """The case whose keys a case extends: the plain network with the same decoder (None for the bases)."""
+    model = case["model"]
+    if model.get("name", "unet") != "unet" or model == SMALL or model == {**SMALL, **MIX}:
+        return None
+    return "mix" if model.get("decoder") == "mix" else "unet"
+
+
+def split_keys(keys: list[list], base_keys: list[list] | None) -> tuple[list[list], list[list]]:
+    """(entries whose key is in the base network, the others), both in state-dict order."""
+    if base_keys is None:
+        return [], keys
+    names = {k for k, _ in base_keys}
+    return [e for e in keys if e[0] in names], [e for e in keys if e[0] not in names]
+
+
+def _load_fixture() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+RECORDED = _load_fixture() if FIXTURE.exists() else {}
+
+
+def test_fixture_covers_every_registered_block_and_gate():
+    names = set(RECORDED)
+    assert {"unet", "mix", "inversionnet"} <= names
+    for attn in list_attn()[1:]:
+        for place in PLACES:
+            assert f"unet-{attn}-{place}" in names, f"{attn}@{place}: run python {__file__} to add it"
+    for gate in list_gates():
+        assert f"unet-gate:{gate}" in names
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_state_dict_keys_and_shapes_unchanged(name):
+    entry = RECORDED[name]
+    model = build(entry)
+    base = entry.get("base")
+    shared, own = split_keys(keys_and_shapes(model), RECORDED[base]["keys"] if base else None)
+    # The base network's keys, all of them with their shapes, and exactly the recorded keys of the case's own parts.
+    if base:
+        assert shared == RECORDED[base]["keys"]
+    assert own == entry["keys"]
+    # and a state dict with exactly the recorded keys/shapes loads strictly
+    recorded = (RECORDED[base]["keys"] if base else []) + entry["keys"]
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    model.load_state_dict({k: torch.zeros(shape, dtype=dtypes[k]) for k, shape in recorded}, strict=True)
+
+
+def dumps(recorded: dict) -> str:
+    """JSON with one [key, shape] pair per line (readable diffs)."""
+    lines = ["{"]
+    for i, (name, entry) in enumerate(recorded.items()):
+        head = {k: v for k, v in entry.items() if k != "keys"}
+        pairs = ",\n".join(f"   {json.dumps(e)}" for e in entry["keys"])
+        body = json.dumps(head)[1:-1]
+        comma = "," if i < len(recorded) - 1 else ""
+        lines.append(f' {json.dumps(name)}: {{{body}, "keys": [\n{pairs}\n  ]}}{comma}')
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def main() -> int:
+    recorded = RECORDED
+    added = []
+    todo = cases()
+    for name in sorted(todo, key=lambda n: base_of(todo[n]) is not None):  # the bases first
+        if name not in recorded:
+            case, base = todo[name], base_of(todo[name])
+            _, own = split_keys(keys_and_shapes(build(case)), recorded[base]["keys"] if base else None)
+            recorded[name] = {**case, **({"base": base} if base else {}), "keys": own}
+            added.append(name)
+    FIXTURE.write_text(dumps(recorded))
+    print(f"{FIXTURE}: {len(recorded)} cases, {len(added)} added")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
