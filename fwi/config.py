@@ -1,12 +1,17 @@
 """Run configuration: dataclasses, YAML files (``configs/``) and command-line overrides.
 
-A config has five sections (data, model, loss, optim, run). YAML files hold them nested; on the command line every
-field is a flat flag (``--attn ca --skip-attn --epochs 5 --physics-weight 0.1``), parsed by tyro with the YAML
-file as the defaults::
+A config has five sections (data, model, loss, optim, run). Their dataclass defaults are the salt70 research setting
+(the one source of it). YAML files hold the sections nested and set only what differs from a base: the defaults, or
+the file named by a top-level ``base:`` (a path relative to the file; bases chain). On the command line every field
+is a flat flag (``--attn ca --skip-attn --epochs 5 --physics-weight 0.1``), parsed by tyro with the YAML file as the
+defaults::
 
     python -m fwi.train --config configs/quick.yaml --attn ca --skip-attn
+    python -m fwi.train --config configs/quick.yaml --print-config      # the resolved config, as YAML
 
 Unknown YAML keys or CLI flags are errors that list the valid ones; the resolved config is saved with every run.
+Configs recorded before a key was renamed (``model.name`` -> ``model.arch``, ``--model`` -> ``--arch``) are read
+through `upgrade_config`. Importing this module loads no torch.
 """
 
 from __future__ import annotations
@@ -22,22 +27,31 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tyro
 import yaml
 
-from fwi.losses import LossConfig
-from fwi.models.build import ModelConfig
+from fwi.losses.config import LossConfig
+from fwi.models.config import ModelConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+#: Renamed keys: (section, old key) -> new key; recorded configs (run directories, checkpoints, ablation records)
+#: are upgraded on reading.
+RENAMED_KEYS = {("model", "name"): "arch"}
+#: Renamed flags: old -> new (still accepted on the command line).
+RENAMED_FLAGS = {"--model": "--arch"}
 
 
-@dataclass
-class ModelSection(ModelConfig):
-    """The network: family, attention block and its places, decoder, widths."""
-
-    name: Annotated[Literal["unet", "inversionnet"], tyro.conf.arg(name="model")] = "unet"  # network family
+def upgrade_config(data: Any) -> Any:
+    """A nested config dict with renamed keys under their current names (a new dict; anything else unchanged)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for (section, old), new in RENAMED_KEYS.items():
+        sec = out.get(section)
+        if isinstance(sec, dict) and old in sec and new not in sec:
+            out[section] = {(new if k == old else k): v for k, v in sec.items()}
+    return out
 
 
 @dataclass
@@ -47,9 +61,11 @@ class DataConfig:
     data: str = "data/salt70.h5"  # HDF5 dataset; generated from `preset` when missing
     preset: str = "salt70"  # dataset preset to generate when `data` does not exist
     data_seed: int = 0  # seed of the generated dataset
+    train_samples: int = 0  # train on the first N samples of the train split (0 = all): learning curves
+    epoch_samples: int = 0  # items per training epoch, cycling over the samples (0 = one pass)
     time_decimation: int = 1  # keep every k-th time sample (anti-aliased) of the gathers
     mirror: bool = True  # left-right mirror augmentation (exact symmetry of the survey)
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 2  # DataLoader worker processes
     cache_gb: float = 4.0  # keep decoded samples in memory when a split fits in this many GiB (num_workers 0; 0 = off)
     generate_workers: int = 0  # processes for dataset generation (0 = all cores)
 
@@ -58,7 +74,7 @@ class DataConfig:
 class OptimConfig:
     """Optimisation and hardware."""
 
-    epochs: int = 60
+    epochs: int = 80
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -91,7 +107,7 @@ class RunConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelSection = field(default_factory=ModelSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -109,6 +125,8 @@ class Config:
                   ("run.misfit_samples", r.misfit_samples, r.misfit_samples >= 0, ">= 0"),
                   ("run.images", r.images, r.images >= 0, ">= 0"),
                   ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0"),
+                  ("data.train_samples", d.train_samples, d.train_samples >= 0, ">= 0 (0 = all)"),
+                  ("data.epoch_samples", d.epoch_samples, d.epoch_samples >= 0, ">= 0 (0 = one pass)"),
                   ("data.generate_workers", d.generate_workers, d.generate_workers >= 0, ">= 0 (0 = all cores)")]
         for name, value, ok, valid in checks:
             if not ok:
@@ -122,8 +140,8 @@ class Config:
     def run_name(self) -> str:
         """Default run name: model, block, places, decoder, physics, seed (e.g. ``unet-ca-skip-s0``)."""
         m = self.model
-        parts = [m.name]
-        if m.name == "unet":
+        parts = [m.arch]
+        if m.arch == "unet":
             if m.attn != "none":
                 parts += [m.attn, "+".join(p.replace("_attn", "") for p in m.places())]
             if m.skip_gate != "none":
@@ -139,6 +157,17 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
 
+def flatten_config(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"section": {"key": v}}`` -> ``{"section.key": v}`` (tuples as lists, so that YAML round trips compare)."""
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        if isinstance(v, dict):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -150,6 +179,10 @@ def _plain(value: Any) -> Any:
 def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> Any:
     """Build dataclass ``cls`` from nested dicts, rejecting unknown keys with the valid ones."""
     data = data or {}
+    if cls is Config:
+        data = upgrade_config(data)
+    elif cls is ModelConfig and isinstance(data, dict):
+        data = upgrade_config({"model": data})["model"]
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -204,10 +237,41 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
         raise ValueError(f"{path} is not valid YAML: {exc}") from None
 
 
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The nested dict of a config file with its ``base:`` chain merged in (the file's values win), upgraded."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ValueError(f"config files name each other as base in a cycle: {chain}")
+    data = read_yaml(path)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}")
+    data = upgrade_config(data)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: base must be the path of another config file, got {base!r}")
+    return merge_configs(read_config_file(path.parent / base, (*_seen, path.resolve())), data)
+
+
+def merge_configs(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, section by section (a new dict)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """Read a YAML config (``yaml.safe_load``) into a `Config`; None gives ``configs/default.yaml``."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    return from_dict(Config, read_yaml(path), str(path))
+    """A `Config` from a YAML file (``yaml.safe_load``, its ``base:`` chain merged); None gives the defaults."""
+    if path is None:
+        return Config()
+    return from_dict(Config, read_config_file(path), str(path))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -216,13 +280,19 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m fwi.train",
                description: str | None = None) -> Config:
-    """``--config FILE`` (default configs/default.yaml) then flat flags overriding its fields."""
+    """``--config FILE`` (default: the built-in defaults) then flat flags overriding its fields.
+
+    ``--print-config`` prints the resolved config as YAML and exits (status 0).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [_renamed_flag(a) for a in argv]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("--print-config", action="store_true")
     known, rest = pre.parse_known_args(argv)
     base = load_config(known.config)
     description = (description or "") + "\n\n--config FILE  YAML config whose values are the defaults below " \
-        "(default: configs/default.yaml)"
+        "(default: the built-in salt70 research setting)\n--print-config  print the resolved config as YAML and exit"
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -233,7 +303,17 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m fwi.train",
             sys.stderr.write(captured.getvalue())
             raise
         raise ValueError(one_line_cli_error(captured.getvalue(), prog)) from None
-    return cfg.validate()
+    cfg.validate()
+    if known.print_config:
+        sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        raise SystemExit(0)
+    return cfg
+
+
+def _renamed_flag(arg: str) -> str:
+    """``--model x`` / ``--model=x`` -> ``--arch ...`` (flags renamed since configs were recorded)."""
+    flag, eq, value = arg.partition("=")
+    return RENAMED_FLAGS.get(flag, flag) + eq + value if flag in RENAMED_FLAGS else arg
 
 
 def one_line_cli_error(text: str, prog: str) -> str:

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from fwi.checkpoint import CheckpointError, load_checkpoint
-from fwi.config import from_dict
+from fwi.config import from_dict, upgrade_config
 from fwi.data.transforms import Normalizer, decimate_time
 from fwi.distributed import resolve_device
-from fwi.models.build import ModelConfig, build_model
+from fwi.models.build import build_model
+from fwi.models.config import ModelConfig
 from fwi.physics import Survey, clamp_velocity, forward_model
 
 __all__ = ["LoadedRun", "find_run", "load_run"]
@@ -75,7 +76,7 @@ class LoadedRun:
 
     def describe(self) -> str:
         m = self.config.get("model", {})
-        return (f"{self.name}: {m.get('name', '?')} attn={m.get('attn', 'none')} epoch {self.epoch}, grid "
+        return (f"{self.name}: {m.get('arch', '?')} attn={m.get('attn', 'none')} epoch {self.epoch}, grid "
                 f"{self.grid[0]}x{self.grid[1]}, input {self.data_shape}, checkpoint {self.checkpoint}")
 
 
@@ -111,7 +112,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
     missing = [k for k in ("model", "config", "survey", "normalisation", "data_shape") if k not in state]
     if missing:
         raise CheckpointError(f"{checkpoint} lacks {', '.join(missing)}: it was not written by fwi.train")
-    config = state["config"]
+    config = upgrade_config(state["config"])
     try:
         model_cfg = from_dict(ModelConfig, config["model"], f"{checkpoint}: config.model")
         survey = Survey.from_dict(dict(state["survey"]))

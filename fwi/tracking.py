@@ -31,7 +31,7 @@ def start_wandb(cfg, run_dir: Path, extra: dict[str, Any]):
     run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
     id_file.write_text(run_id)
     m = cfg.model
-    tags = [f"model:{m.name}", f"attn:{m.attn}", f"decoder:{m.decoder}", f"gate:{m.skip_gate}",
+    tags = [f"model:{m.arch}", f"attn:{m.attn}", f"decoder:{m.decoder}", f"gate:{m.skip_gate}",
             f"physics:{'on' if cfg.loss.physics_weight > 0 else 'off'}", *[f"place:{p}" for p in m.places()],
             *cfg.run.tags]
     return wandb.init(project=cfg.run.wandb_project, name=run_dir.name, group=cfg.run.group or None, tags=tags,

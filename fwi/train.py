@@ -33,25 +33,20 @@ from fwi import distributed as D
 from fwi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fwi.atomic import write_text
 from fwi.cli import friendly_errors
-from fwi.config import Config, parse_args, save_config
+from fwi.config import Config, flatten_config, parse_args, save_config, upgrade_config
 from fwi.data.dataset import FWIDataset
 from fwi.data.generate import ensure_generated
-from fwi.data.store import DatasetError
 from fwi.lock import run_lock
 from fwi.losses import FWILoss
 from fwi.scoring import evaluate_loader
 from fwi.models import build_model
-from fwi.models.summary import count_flops, count_params
+from fwi.models.complexity import count_flops, count_params
 from fwi import viz
 from fwi.tracking import start_wandb
 
 
 class TrainingDiverged(RuntimeError):
     """The loss, a weight or a BatchNorm statistic became NaN or infinite."""
-
-
-class DataError(DatasetError):
-    """A batch of training data holds NaN or inf."""
 
 
 def ensure_dataset(cfg: Config) -> Path:
@@ -91,19 +86,13 @@ RESUME_FREE_KEYS = frozenset({
     "run.stop_after", "run.progress", "run.images"})
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
 def resume_conflicts(requested: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
-    """``key (recorded -> requested)`` for every result-changing key in which a resume differs from its checkpoint."""
-    new, old = _flatten(requested), _flatten(recorded)
+    """``key (recorded -> requested)`` for every result-changing key in which a resume differs from its checkpoint.
+
+    A key the checkpoint does not record (added since it was written) counts as its default, the behaviour it had.
+    """
+    new = flatten_config(requested)
+    old = {**flatten_config(Config().to_dict()), **flatten_config(upgrade_config(recorded))}
     return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(new) | set(old))
             if k not in RESUME_FREE_KEYS and new.get(k) != old.get(k)]
 
@@ -212,7 +201,8 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
 
     cache_gb = cfg.data.cache_gb if cfg.data.num_workers == 0 else 0.0  # a worker's cache would die with it
     train_set = FWIDataset(data_path, "train", time_decimation=cfg.data.time_decimation, mirror=cfg.data.mirror,
-                           seed=cfg.optim.seed, cache_gb=cache_gb)
+                           seed=cfg.optim.seed, cache_gb=cache_gb, limit=cfg.data.train_samples,
+                           epoch_samples=cfg.data.epoch_samples)
     val_set = FWIDataset(data_path, "val", time_decimation=cfg.data.time_decimation, cache_gb=cache_gb)
     survey, normalizer = train_set.survey, train_set.normalizer
     data_shape = tuple(train_set[0]["gathers"].shape)
@@ -252,7 +242,7 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
                 else nullcontext())
     wb = start_wandb(cfg, run_dir, {"params": n_params, "world_size": world_size}) if main else None
     if main:
-        print(f"{run_dir.name}: {n_params / 1e6:.2f} M parameters, {len(train_set)} train / {len(val_set)} val "
+        print(f"{run_dir.name}: {n_params / 1e6:.2f} M parameters, {train_set.n_samples} train / {len(val_set)} val "
               f"samples, device {device}, world size {world_size}")
 
     def checkpoint_state(epoch: int) -> dict[str, Any]:
@@ -273,11 +263,6 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
                    dynamic_ncols=True, leave=False)
         for step, batch in enumerate(bar):
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            bad = [k for k in ("gathers", "velocity") if not torch.isfinite(batch[k]).all()]
-            if bad:
-                raise DataError(f"{data_path}: the {' and '.join(bad)} of train samples "
-                                f"{[int(i) for i in batch['index']]} contain NaN or inf (a data error, not a training "
-                                "one; check the file with `python -m fwi.data.generate verify`)")
             with autocast:
                 pred = net(batch["gathers"].contiguous(memory_format=memory_format))
             pred = {k: v.float() for k, v in pred.items()}

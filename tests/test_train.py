@@ -19,10 +19,8 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.h5"
-    generate(path, "tiny", seed=0, sizes={"train": 8, "val": 2, "test": 2}, progress=False)
-    return path
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def tiny_args(dataset, out, *extra):
@@ -121,10 +119,11 @@ def test_missing_dataset_is_generated_first(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "generating preset 'tiny'" in proc.stdout and data.exists()
     assert "val MAE" in proc.stdout and "note:" not in proc.stderr
-    # a file made from the same preset with other sizes (here the module's dataset) is used, with a note
-    proc = run_cli(*tiny_args(dataset, tmp_path / "runs", "--epochs", "1", "--name", "y"))
+    # a file made from the same preset with other sizes is used, with a note
+    other = generate(tmp_path / "other.h5", "tiny", seed=0, sizes={"train": 4, "val": 2, "test": 2}, progress=False)
+    proc = run_cli(*tiny_args(other, tmp_path / "runs", "--epochs", "1", "--name", "y"))
     assert proc.returncode == 0, proc.stderr
-    assert "holds preset 'tiny' with train 8, val 2, test 2; the preset now has train 12, val 4, test 4" in proc.stderr
+    assert "holds preset 'tiny' with train 4, val 2, test 2; the preset now has train 12, val 4, test 4" in proc.stderr
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_only_good_checkpoints(dataset, tmp_path):
@@ -153,7 +152,8 @@ def test_bad_flags_are_rejected_with_the_choices(dataset, tmp_path, flags, messa
 
 def test_unknown_yaml_key_is_rejected(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY.read_text().replace("  epochs: 2", "  epochs: 2\n  epochz: 3"))
+    bad.write_text(TINY.read_text().replace("  epochs: 2", "  epochs: 2\n  epochz: 3")
+                   .replace("base: default.yaml", f"base: {TINY.parent / 'default.yaml'}"))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['epochz'\].*valid keys"):
         load_config(bad)
 

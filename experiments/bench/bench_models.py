@@ -60,7 +60,7 @@ def variants(base: ModelConfig) -> list[ModelConfig]:
     out += [dataclasses.replace(plain, attn="ca", **{place: True}) for place in PLACE_FLAGS]
     out.append(dataclasses.replace(plain, decoder="mix"))
     out += [dataclasses.replace(plain, skip_gate=g) for g in list_gates()]
-    out.append(dataclasses.replace(plain, name="inversionnet"))
+    out.append(dataclasses.replace(plain, arch="inversionnet"))
     return out
 
 

@@ -195,7 +195,7 @@ def main() -> None:
     gib = 1024 ** 3
     lines = [f"# Training benchmark ({device.type}, salt70 setting, batch {args.batch}, median of {args.repeats})", "",
              f"Command: `python experiments/bench/bench_train.py --batch {args.batch} --repeats {args.repeats} "
-             f"--device {args.device}`; config `{args.config}` (model: {load_config(args.config).model.name}, "
+             f"--device {args.device}`; config `{args.config}` (model: {load_config(args.config).model.arch}, "
              f"base {load_config(args.config).model.base_channels}); torch {torch.__version__}, "
              f"deepwave {deepwave.__version__}, {torch.get_num_threads()} threads; internal step ratio "
              f"{survey.step_ratio()} (dt 1 ms, max velocity {survey.max_velocity:g} m/s).", "",

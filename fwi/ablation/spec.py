@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from fwi.config import Config, from_dict, load_config, read_yaml
+from fwi.config import RENAMED_FLAGS, Config, from_dict, load_config, read_yaml
 
 SPEC_KEYS = ("name", "description", "notes", "findings", "base", "overrides", "baseline", "physics_weight",
              "physics_overrides", "wandb", "evaluate", "grid", "extra")
@@ -35,12 +35,12 @@ CELL_CONFIG = "cell.yaml"
 
 @lru_cache(maxsize=1)
 def override_fields() -> dict[str, tuple[str, str]]:
-    """Flat override key -> (config section, field); the keys are the train CLI flag names with ``_`` for ``-``."""
-    out = {}
-    for section, cls in typing.get_type_hints(Config).items():
-        for f in dataclasses.fields(cls):
-            key = "model" if (section, f.name) == ("model", "name") else f.name
-            out[key] = (section, f.name)
+    """Flat override key -> (config section, field); the keys are the train CLI flag names with ``_`` for ``-``
+    (``model`` is still accepted for ``arch``, as the ``--model`` flag is)."""
+    out = {f.name: (section, f.name) for section, cls in typing.get_type_hints(Config).items()
+           for f in dataclasses.fields(cls)}
+    for old, new in RENAMED_FLAGS.items():
+        out[old.lstrip("-").replace("-", "_")] = out[new.lstrip("-").replace("-", "_")]
     return out
 
 

@@ -70,6 +70,12 @@ class FWIDataset(Dataset):
     ``cache_gb`` > 0 keeps each prepared (decimated, normalised) sample in memory after its first read when the
     whole split fits in that many GiB: reading and decoding a gzip-compressed gather costs about as much as a
     training step on a small network. The cache lives in the process that reads (use it with num_workers=0).
+    ``limit`` > 0 uses only the first ``limit`` samples of the split (sample i of a generated split does not depend
+    on the split's size, so they are the samples a smaller generation would hold: learning curves);
+    ``epoch_samples`` > 0 makes an epoch that many items, cycling over the samples (an epoch of a small subset then
+    has as many optimiser steps as one of the full split: learning curves at a fixed number of steps).
+    Every read checks that the sample's gathers and velocity are finite (a `DatasetError` naming file, split and
+    index otherwise), so training needs no per-step check on the device.
 
     Compact files (`fwi.data.codec`): gathers are decoded to float32 here. A file stored at time decimation k > 1
     must be read with ``time_decimation == k`` (it is then not decimated again, and the network gets the same
@@ -78,10 +84,16 @@ class FWIDataset(Dataset):
 
     def __init__(self, path: str | os.PathLike, split: str = "train", *, normalize: bool = True,
                  time_decimation: int = 1, mirror: bool = False, normalizer: Normalizer | None = None,
-                 seed: int = 0, cache_gb: float = 0.0) -> None:
+                 seed: int = 0, cache_gb: float = 0.0, limit: int = 0, epoch_samples: int = 0) -> None:
         self.info = read_info(path)
         if split not in self.info.sizes:
             raise DatasetError(f"{path} has no {split!r} split (it has {', '.join(self.info.sizes) or 'none'})")
+        if limit < 0 or limit > self.info.sizes[split]:
+            raise DatasetError(f"{path}: cannot use the first {limit} samples of {split!r}, which has "
+                               f"{self.info.sizes[split]} (0 = all)")
+        if epoch_samples < 0:
+            raise ValueError(f"epoch_samples must be >= 0 (0 = one pass over the samples), got {epoch_samples}")
+        self.limit, self.epoch_samples = limit, epoch_samples
         self.path, self.split = Path(path), split
         self.survey = self.info.survey
         self.normalizer = normalizer or Normalizer.from_dict(self.info.normalisation)
@@ -97,17 +109,22 @@ class FWIDataset(Dataset):
         self.seed, self.epoch = seed, 0
         self.cache: dict[int, tuple[torch.Tensor, ...]] | None = {} if self.cache_bytes() <= cache_gb * 2**30 else None
 
+    @property
+    def n_samples(self) -> int:
+        """Distinct samples used (the first ``limit`` of the split, or all of it)."""
+        return self.limit or self.info.sizes[self.split]
+
     def cache_bytes(self) -> int:
-        """Memory the prepared split takes (float32 gathers after decimation, velocity and mask)."""
+        """Memory the prepared samples take (float32 gathers after decimation, velocity and mask)."""
         s, t, r = self.survey.data_shape
         t = -(-t // self.time_decimation)
-        return len(self) * 4 * (s * t * r + 2 * self.survey.nz * self.survey.nx)
+        return self.n_samples * 4 * (s * t * r + 2 * self.survey.nz * self.survey.nx)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.info.sizes[self.split]
+        return self.epoch_samples or self.n_samples
 
     def _group(self) -> h5py.Group:
         if self._file is None or self._pid != os.getpid():
@@ -115,9 +132,10 @@ class FWIDataset(Dataset):
             self._pid = os.getpid()
         return self._file[self.split]
 
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def __getitem__(self, position: int) -> dict:
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        index = position % self.n_samples  # several passes per epoch with epoch_samples > n_samples
         cached = self.cache.get(index) if self.cache is not None else None
         if cached is None:
             g = self._group()
@@ -127,10 +145,17 @@ class FWIDataset(Dataset):
                 gathers = codec.decode(gathers, g["gathers_scale"][index] if codec.scaled else None)
             except OSError as exc:
                 raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
+            bad = [name for name, a in (("gathers", gathers), ("velocity", velocity)) if not np.isfinite(a).all()]
+            if bad:  # checked once per read (a cached sample was checked when it was read), never on the device
+                raise DatasetError(f"{self.path}: the {' and '.join(bad)} of {self.split} sample {index} contain NaN or "
+                                   "inf (a data error, not a training one; check the file with "
+                                   "`python -m fwi.data.generate verify`)")
             cached = self.transform.prepare(gathers, velocity, mask)
             if self.cache is not None:
                 self.cache[index] = cached
-        return self.transform.augment(*cached, index, (self.seed, self.epoch))
+        # the mirror coin of a repeated sample depends on its pass (its position), so the passes differ
+        coin = (self.seed, self.epoch) if position == index else (self.seed, self.epoch, position // self.n_samples)
+        return self.transform.augment(*cached, index, coin)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

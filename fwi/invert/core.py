@@ -256,7 +256,7 @@ def build_param(config: RefineConfig, start: torch.Tensor, salt_prob: torch.Tens
         if run is None or net_inputs is None:
             raise ValueError("param 'network' needs a trained run (start from run:RUNDIR)")
         return NetworkPrior(run.model, net_inputs, run.normalizer, config.vmin, vmax)
-    return PARAMETERISATIONS[config.param](start, config.vmin, vmax, salt_prob=salt_prob,
+    return PARAMETERISATIONS.get(config.param)(start, config.vmin, vmax, salt_prob=salt_prob,
                                            confidence=config.salt_confidence, salt_velocity=config.salt_velocity,
                                            learn_salt_velocity=config.learn_salt_velocity)
 

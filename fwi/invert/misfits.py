@@ -13,22 +13,17 @@ from typing import Callable
 
 import torch
 
+from fwi.registry import Registry
+
 Misfit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MISFITS: dict[str, Misfit] = {}
+MISFITS: Registry[Misfit] = Registry("misfit")
+register = MISFITS.register
 _EPS = 1e-12
 
 
-def register(name: str) -> Callable[[Misfit], Misfit]:
-    def wrap(fn: Misfit) -> Misfit:
-        MISFITS[name] = fn
-        return fn
-    return wrap
-
-
 def get_misfit(name: str) -> Misfit:
-    if name not in MISFITS:
-        raise ValueError(f"unknown misfit {name!r}; choose one of {', '.join(MISFITS)}")
-    return MISFITS[name]
+    """The misfit registered as ``name`` (ValueError naming the valid ones otherwise)."""
+    return MISFITS.get(name)
 
 
 def _check(modelled: torch.Tensor, observed: torch.Tensor) -> None:

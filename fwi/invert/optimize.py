@@ -13,22 +13,21 @@ from typing import Any, Callable
 
 import torch
 
-OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], float, int], torch.optim.Optimizer]] = {
-    "adam": lambda groups, lr, history: torch.optim.Adam(groups, lr=lr),
-    # lr = 1 is L-BFGS's natural unit step; the group lrs scale it per parameter group.
-    "lbfgs": lambda groups, lr, history: torch.optim.LBFGS(
-        [{**g, "lr": g["lr"] / lr} for g in groups] if len(groups) > 1 else [{**groups[0], "lr": 1.0}],
-        lr=1.0, max_iter=1, history_size=history, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
-        tolerance_change=1e-14),
-}
+from fwi.registry import Registry
+
+OPTIMIZERS: Registry[Callable[[list[dict[str, Any]], float, int], torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("adam", lambda groups, lr, history: torch.optim.Adam(groups, lr=lr))
+# lr = 1 is L-BFGS's natural unit step; the group lrs scale it per parameter group.
+OPTIMIZERS.register("lbfgs", lambda groups, lr, history: torch.optim.LBFGS(
+    [{**g, "lr": g["lr"] / lr} for g in groups] if len(groups) > 1 else [{**groups[0], "lr": 1.0}],
+    lr=1.0, max_iter=1, history_size=history, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+    tolerance_change=1e-14))
 #: Optimisers whose objective must be deterministic between closure calls (no random shot subsets).
 NEEDS_FULL_OBJECTIVE = {"lbfgs"}
 
 
 def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, history: int = 10) -> torch.optim.Optimizer:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](groups, lr, history)
+    return OPTIMIZERS.get(name)(groups, lr, history)
 
 
 def total_variation(v_kms: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

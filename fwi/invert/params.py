@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from fwi.registry import Registry
+
 KM = 1000.0
 #: Network salt logits are clipped to +-LOGIT_CLIP before they initialise phi, so the sigmoid keeps a gradient.
 LOGIT_CLIP = 4.0
@@ -167,7 +169,8 @@ class SaltSoft(Parameterisation):
         return torch.sigmoid(self.phi.detach())
 
 
-PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {
-    cls.name: cls for cls in (VelocityCells, SaltPinned, SaltSoft)}
+PARAMETERISATIONS: Registry[Callable[..., Parameterisation]] = Registry("parameterisation")
+for _cls in (VelocityCells, SaltPinned, SaltSoft):
+    PARAMETERISATIONS.register(_cls.name, _cls)
 #: Parameterisations that need the network's salt probability.
 NEEDS_SALT = {"salt_pin", "salt_soft"}

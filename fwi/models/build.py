@@ -1,83 +1,20 @@
-"""`ModelConfig` (flat, so the training config can embed it and expose each field as a CLI flag) and `build_model`."""
+"""`build_model`: the network a `ModelConfig` describes, from the registry of network families (``BUILDERS``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 from torch import nn
 
-from fwi.models.attention import ATTN, list_attn, list_gates
+from fwi.models.config import PLACE_FLAGS, ModelConfig
 from fwi.models.inversionnet import InversionNet
-from fwi.models.layers import list_acts, list_norms
-from fwi.models.unet import DECODERS, AttentionUNet
+from fwi.models.unet import AttentionUNet
 from fwi.registry import Registry
 
 #: Network families: ``builder(cfg, data_shape, grid)``.
-BUILDERS: Registry[Callable[["ModelConfig", tuple, tuple], nn.Module]] = Registry("model")
+BUILDERS: Registry[Callable[[ModelConfig, tuple, tuple], nn.Module]] = Registry("network family")
 
-PLACE_FLAGS = {
-    "encoder_attn": "--encoder-attn",
-    "skip_attn": "--skip-attn",
-    "bottleneck_attn": "--bottleneck-attn",
-    "decoder_attn": "--decoder-attn",
-}
-
-
-@dataclass
-class ModelConfig:
-    name: Literal["unet", "inversionnet"] = "unet"  # network family
-    attn: str = "none"  # attention block name from list_attn()
-    encoder_attn: bool = False  # block after each encoder stage
-    skip_attn: bool = False  # block on the skip features
-    bottleneck_attn: bool = False  # block at the bottleneck
-    decoder_attn: bool = False  # block after each decoder stage
-    skip_gate: str = "none"  # gate on the skips (sees the decoder signal) from list_gates(), or "none"
-    decoder: Literal["unet", "mix"] = "unet"  # plain U-Net decoder or U-MixFormer-style mix attention
-    depth: int = 4  # number of downsamplings
-    base_channels: int = 32  # width of the first stage (doubles per stage, capped at 512)
-    norm: str = "batch"  # batch, instance, group or none
-    act: str = "relu"  # relu, leaky_relu, gelu or silu
-    attn_reduction: int | None = None  # channel reduction for blocks that take one; None: each block's paper value
-    mix_dim: int = 64  # mix decoder: token width per stage (at most)
-    mix_heads: int = 4  # mix decoder: attention heads
-
-    def places(self) -> list[str]:
-        return [f for f in PLACE_FLAGS if getattr(self, f)]
-
-    def validate(self) -> "ModelConfig":
-        """Raise ValueError naming the valid choices / the flags to use; return self when consistent."""
-        _choice("model name", self.name, BUILDERS.names())
-        _choice("attention block (--attn)", self.attn, list_attn())
-        _choice("skip gate (--skip-gate)", self.skip_gate, ["none"] + list_gates())
-        _choice("decoder (--decoder)", self.decoder, DECODERS.names())
-        _choice("norm (--norm)", self.norm, list_norms())
-        _choice("activation (--act)", self.act, list_acts())
-        flags = ", ".join(PLACE_FLAGS.values())
-        if self.attn != "none" and not self.places():
-            raise ValueError(f"--attn {self.attn} is selected but no place for it: add one or more of {flags}")
-        if self.attn == "none" and self.places():
-            chosen = ", ".join(PLACE_FLAGS[p] for p in self.places())
-            raise ValueError(f"{chosen} given but --attn is 'none': choose a block with --attn "
-                             f"(one of {', '.join(list_attn()[1:])}) or drop {chosen}")
-        if self.attn_reduction is not None and self.attn != "none":
-            options = ATTN.options(self.attn)
-            if options is not None and "reduction" not in options:
-                raise ValueError(f"--attn-reduction does not apply to attention block {self.attn!r} "
-                                 f"(its options: {', '.join(options) or 'none'}); drop it")
-        if self.name == "inversionnet" and (self.attn != "none" or self.skip_gate != "none" or self.decoder != "unet"):
-            raise ValueError("InversionNet takes no --attn, --skip-gate or --decoder options; use --name unet")
-        for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads"):
-            if getattr(self, field) is not None and getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        if self.mix_dim % self.mix_heads:
-            raise ValueError(f"mix_dim ({self.mix_dim}) must be divisible by mix_heads ({self.mix_heads})")
-        return self
-
-
-def _choice(what: str, value: str, valid: list[str]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+__all__ = ["BUILDERS", "PLACE_FLAGS", "ModelConfig", "build_model"]
 
 
 @BUILDERS.register("unet")
@@ -100,4 +37,4 @@ def _build_inversionnet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid
 def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
     """Validate ``cfg`` and build the network for gathers of shape ``data_shape`` = (S, T, R) onto ``grid`` = (nz, nx)."""
     cfg.validate()
-    return BUILDERS.get(cfg.name)(cfg, tuple(data_shape), tuple(grid))
+    return BUILDERS.get(cfg.arch)(cfg, tuple(data_shape), tuple(grid))

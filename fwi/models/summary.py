@@ -26,8 +26,8 @@ __all__ = ["count_flops", "count_params", "describe", "summarize", "all_attn_con
 
 def describe(cfg: ModelConfig) -> str:
     """Short label of a configuration, e.g. 'unet ca@encoder+skip', 'unet mix-decoder', 'inversionnet'."""
-    if cfg.name != "unet":
-        return cfg.name
+    if cfg.arch != "unet":
+        return cfg.arch
     parts = ["unet"]
     if cfg.attn != "none":
         parts.append(f"{cfg.attn}@" + "+".join(p.removesuffix("_attn") for p in cfg.places()))
@@ -47,13 +47,13 @@ def summarize(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[in
 
 def all_attn_configs(base: ModelConfig) -> list[ModelConfig]:
     """Plain U-Net, every registered block in encoder+skip, every gate on the skips, the mix decoder, InversionNet."""
-    plain = dataclasses.replace(base, name="unet", attn="none", skip_gate="none", decoder="unet",
+    plain = dataclasses.replace(base, arch="unet", attn="none", skip_gate="none", decoder="unet",
                                 **{f: False for f in PLACE_FLAGS})
     cfgs = [plain]
     cfgs += [dataclasses.replace(plain, attn=a, encoder_attn=True, skip_attn=True) for a in list_attn() if a != "none"]
     cfgs += [dataclasses.replace(plain, skip_gate=g) for g in list_gates()]
     cfgs.append(dataclasses.replace(plain, decoder="mix"))
-    cfgs.append(dataclasses.replace(plain, name="inversionnet"))
+    cfgs.append(dataclasses.replace(plain, arch="inversionnet"))
     return cfgs
 
 
@@ -67,7 +67,7 @@ def format_table(rows: list[dict], ref_flops: int | None = None) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fwi.models.summary", description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", default="unet", help="unet | inversionnet")
+    p.add_argument("--arch", "--model", dest="arch", default="unet", help="network family: unet | inversionnet")
     p.add_argument("--attn", default="none", help=f"attention block: {', '.join(list_attn())}")
     for field, flag in PLACE_FLAGS.items():
         p.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction, default=False,

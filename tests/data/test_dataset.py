@@ -141,3 +141,30 @@ def test_openfwi_npy_pairs_are_memory_mapped(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         OpenFWIDataset([(tmp_path / "missing.npy", pairs[0][1])])
     assert Normalizer(1500, 4500, -3, 4).velocity(np.float32(3000)) == pytest.approx(0)
+
+
+def test_a_subset_is_the_first_samples_and_a_long_epoch_cycles_over_it(tiny):
+    full = FWIDataset(tiny, "train")
+    first = FWIDataset(tiny, "train", limit=3)
+    assert len(first) == first.n_samples == 3
+    for i in range(3):
+        assert torch.equal(first[i]["gathers"], full[i]["gathers"]) and first[i]["index"] == i
+    # an epoch of 12 items over 3 samples: 4 passes, each item the sample position % 3, flipped by its own coin
+    long = FWIDataset(tiny, "train", limit=3, epoch_samples=12, mirror=True, seed=4)
+    plain = FWIDataset(tiny, "train", limit=3)
+    assert len(long) == 12 and long.n_samples == 3
+    flips = []
+    for pos in range(12):
+        item, ref = long[pos], plain[pos % 3]
+        assert item["index"] == pos % 3
+        same = torch.equal(item["velocity"], ref["velocity"])
+        mirrored = torch.equal(item["velocity"], ref["velocity"].flip(-1))
+        assert same or mirrored
+        flips.append(not same)
+    passes = [tuple(flips[k:k + 3]) for k in range(0, 12, 3)]
+    assert len(set(passes)) > 1  # the passes are not copies of one another's augmentation
+    # the default (one pass) keeps the coin of before: (seed, epoch, index)
+    one = FWIDataset(tiny, "train", limit=3, mirror=True, seed=4)
+    assert all(torch.equal(one[i]["velocity"], long[i]["velocity"]) for i in range(3))
+    with pytest.raises(DatasetError, match="first 9 samples of 'train', which has 8"):
+        FWIDataset(tiny, "train", limit=9)

@@ -63,8 +63,8 @@ def test_large_grid_uses_more_upsampling_stages():
 
 
 def test_build_model_inversionnet():
-    model = build_model(ModelConfig(name="inversionnet"), (2, 64, 12), (20, 24))
+    model = build_model(ModelConfig(arch="inversionnet"), (2, 64, 12), (20, 24))
     assert isinstance(model, InversionNet)
     assert model(torch.randn(2, 2, 64, 12))["velocity"].shape == (2, 1, 20, 24)
     with pytest.raises(ValueError, match="InversionNet"):
-        ModelConfig(name="inversionnet", attn="se", skip_attn=True).validate()
+        ModelConfig(arch="inversionnet", attn="se", skip_attn=True).validate()

@@ -79,9 +79,9 @@ def cases() -> list[Case]:
              (17, 9)),
         _net("mix-depth4-70x70", ModelConfig(depth=4, base_channels=4, decoder="mix", mix_dim=8, mix_heads=2),
              DATA, (70, 70)),
-        _net("inversionnet-openfwi-like", ModelConfig(name="inversionnet"), (3, 200, 31), (31, 45)),
-        _net("inversionnet-short", ModelConfig(name="inversionnet"), (2, 64, 12), (20, 24)),
-        _net("inversionnet-wide", ModelConfig(name="inversionnet"), (2, 1500, 120), (50, 90)),
+        _net("inversionnet-openfwi-like", ModelConfig(arch="inversionnet"), (3, 200, 31), (31, 45)),
+        _net("inversionnet-short", ModelConfig(arch="inversionnet"), (2, 64, 12), (20, 24)),
+        _net("inversionnet-wide", ModelConfig(arch="inversionnet"), (2, 1500, 120), (50, 90)),
     ]
     for gate in list_gates():
         out.append(_net(f"unet-gate:{gate}", ModelConfig(**SMALL, skip_gate=gate), DATA, GRID))

@@ -214,7 +214,7 @@ def test_mix_decoder_uses_decoded_stages():
     ("attn", "nope", "se"),
     ("skip_gate", "nope", "gate"),
     ("decoder", "nope", "mix"),
-    ("name", "nope", "inversionnet"),
+    ("arch", "nope", "inversionnet"),
     ("norm", "nope", "group"),
     ("act", "nope", "leaky_relu"),
 ])

@@ -1,0 +1,82 @@
+"""`ModelConfig`: which network to build (family, attention block and its places, decoder, widths).
+
+Flat on purpose, so that the training config embeds it and exposes each field as a command-line flag. Imports no
+torch: reading a config file stays cheap; `validate` looks the names up in the registries (which import torch) only
+when it is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: The places an attention block can go, and their command-line flags.
+PLACE_FLAGS = {
+    "encoder_attn": "--encoder-attn",
+    "skip_attn": "--skip-attn",
+    "bottleneck_attn": "--bottleneck-attn",
+    "decoder_attn": "--decoder-attn",
+}
+
+
+@dataclass
+class ModelConfig:
+    """The network: family (``arch``), attention block and its places, decoder, widths."""
+
+    arch: Literal["unet", "inversionnet"] = "unet"  # network family (smp's name for it)
+    attn: str = "none"  # attention block name from list_attn()
+    encoder_attn: bool = False  # block after each encoder stage
+    skip_attn: bool = False  # block on the skip features
+    bottleneck_attn: bool = False  # block at the bottleneck
+    decoder_attn: bool = False  # block after each decoder stage
+    skip_gate: str = "none"  # gate on the skips (sees the decoder signal) from list_gates(), or "none"
+    decoder: Literal["unet", "mix"] = "unet"  # plain U-Net decoder or U-MixFormer-style mix attention
+    depth: int = 4  # number of downsamplings
+    base_channels: int = 32  # width of the first stage (doubles per stage, capped at 512)
+    norm: str = "batch"  # batch, instance, group or none
+    act: str = "relu"  # relu, leaky_relu, gelu or silu
+    attn_reduction: int | None = None  # channel reduction for blocks that take one; None: each block's paper value
+    mix_dim: int = 64  # mix decoder: token width per stage (at most)
+    mix_heads: int = 4  # mix decoder: attention heads
+
+    def places(self) -> list[str]:
+        return [f for f in PLACE_FLAGS if getattr(self, f)]
+
+    def validate(self) -> "ModelConfig":
+        """Raise ValueError naming the valid choices / the flags to use; return self when consistent."""
+        from fwi.models.attention import ATTN, list_attn, list_gates
+        from fwi.models.build import BUILDERS
+        from fwi.models.layers import list_acts, list_norms
+        from fwi.models.unet import DECODERS
+
+        _choice("network family (--arch)", self.arch, BUILDERS.names())
+        _choice("attention block (--attn)", self.attn, list_attn())
+        _choice("skip gate (--skip-gate)", self.skip_gate, ["none"] + list_gates())
+        _choice("decoder (--decoder)", self.decoder, DECODERS.names())
+        _choice("norm (--norm)", self.norm, list_norms())
+        _choice("activation (--act)", self.act, list_acts())
+        flags = ", ".join(PLACE_FLAGS.values())
+        if self.attn != "none" and not self.places():
+            raise ValueError(f"--attn {self.attn} is selected but no place for it: add one or more of {flags}")
+        if self.attn == "none" and self.places():
+            chosen = ", ".join(PLACE_FLAGS[p] for p in self.places())
+            raise ValueError(f"{chosen} given but --attn is 'none': choose a block with --attn "
+                             f"(one of {', '.join(list_attn()[1:])}) or drop {chosen}")
+        if self.attn_reduction is not None and self.attn != "none":
+            options = ATTN.options(self.attn)
+            if options is not None and "reduction" not in options:
+                raise ValueError(f"--attn-reduction does not apply to attention block {self.attn!r} "
+                                 f"(its options: {', '.join(options) or 'none'}); drop it")
+        if self.arch == "inversionnet" and (self.attn != "none" or self.skip_gate != "none" or self.decoder != "unet"):
+            raise ValueError("InversionNet takes no --attn, --skip-gate or --decoder options; use --arch unet")
+        for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.mix_dim % self.mix_heads:
+            raise ValueError(f"mix_dim ({self.mix_dim}) must be divisible by mix_heads ({self.mix_heads})")
+        return self
+
+
+def _choice(what: str, value: str, valid: list[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
