@@ -13,7 +13,9 @@ Launchers (``LaunchOptions.launcher``, the ``--launcher`` flag of the CLIs):
   the cluster path can be tried and tested without a cluster.
 
 Each command's stdout is appended to its ``stdout`` file after a ``$ command`` line, its stderr replaces its
-``stderr`` file; the result is the list of return codes in the order of the commands.
+``stderr`` file (or, when ``stderr`` names the same file as ``stdout``, goes into that one log too); the result is the
+list of return codes in the order of the commands. `check_available` says, before anything is started, whether a
+launcher can run here (submitit installed; for ``slurm``, a SLURM cluster reachable).
 """
 
 from __future__ import annotations
@@ -69,26 +71,40 @@ class LaunchOptions:
 def run_command(cmd: Command) -> int:
     """Run ``cmd`` here and return its exit code (also the function a submitit job runs on its node)."""
     env = {**os.environ, **cmd.env}
+    one_log = bool(cmd.stdout) and cmd.stderr == cmd.stdout
     out = open(cmd.stdout, "a") if cmd.stdout else None
-    err = open(cmd.stderr, "w") if cmd.stderr else None
+    err = open(cmd.stderr, "w") if cmd.stderr and not one_log else None
     try:
         if out is not None:
             out.write(f"$ {shlex.join(cmd.argv)}\n")
             out.flush()
-        return subprocess.run(cmd.argv, stdout=out, stderr=err, env=env, cwd=cmd.cwd,
-                              stdin=subprocess.DEVNULL).returncode
+        return subprocess.run(cmd.argv, stdout=out, stderr=subprocess.STDOUT if one_log else err, env=env,
+                              cwd=cmd.cwd, stdin=subprocess.DEVNULL).returncode
     finally:
         for fh in (out, err):
             if fh is not None:
                 fh.close()
 
 
-def _executor(options: LaunchOptions):
-    """A submitit executor for ``options`` (slurm or local)."""
+def check_available(options: LaunchOptions) -> None:
+    """ValueError, before anything starts, when ``options.launcher`` cannot run here: submitit missing (submitit
+    launchers) or no SLURM cluster (``slurm``: submitit finds no ``srun`` on the PATH)."""
+    if options.launcher == "local":
+        return
     try:
         import submitit
     except ImportError:
         raise ValueError(f"--launcher {options.launcher} needs submitit (pip install submitit)") from None
+    if options.launcher == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
+        raise ValueError("--launcher slurm: no SLURM cluster here (submitit finds no `srun` on the PATH); run it on "
+                         "a SLURM login node, or try the cluster path on this machine with --launcher submitit-local")
+
+
+def _executor(options: LaunchOptions):
+    """A submitit executor for ``options`` (slurm or local)."""
+    check_available(options)
+    import submitit
+
     cluster = "slurm" if options.launcher == "slurm" else "local"
     executor = submitit.AutoExecutor(folder=options.folder, cluster=cluster)
     params: dict = {"timeout_min": options.time, "name": "fwi"}
@@ -154,12 +170,15 @@ def launch(commands: Sequence[Command | Sequence[str]], options: LaunchOptions |
     return rcs
 
 
-def add_launcher_args(parser: argparse.ArgumentParser) -> None:
-    """``--launcher``, ``--partition``, ``--gpus``, ``--time``, ``--cpus``, ``--launcher-dir`` (not ``--jobs``)."""
+def add_launcher_args(parser: argparse.ArgumentParser, default: str | None = "local") -> None:
+    """``--launcher``, ``--partition``, ``--gpus``, ``--time``, ``--cpus``, ``--launcher-dir`` (not ``--jobs``).
+
+    ``default``: the launcher when the flag is absent; None lets a CLI tell "not given" from ``local``."""
     g = parser.add_argument_group("launcher")
-    g.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                   help="where the commands run: local processes (default), SLURM jobs through submitit, or "
-                        "submitit's local executor (to try the cluster path here)")
+    g.add_argument("--launcher", choices=LAUNCHERS, default=default,
+                   help="where the commands run: local processes" + (" (default)" if default == "local" else "")
+                        + ", SLURM jobs through submitit, or submitit's local executor (to try the cluster path "
+                        "here)")
     g.add_argument("--partition", default=None, help="SLURM partition (--launcher slurm)")
     g.add_argument("--gpus", type=int, default=0, help="GPUs per job (submitit launchers; default 0)")
     g.add_argument("--time", type=int, default=60 * 24, help="time limit per job in minutes (default 1440)")

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from fwi.data.transforms import signed_expm1, signed_log1p
+from fwi.registry import Registry
 
 try:  # registers the Zstd/LZ4/Blosc filters with HDF5 for reading and writing
     import hdf5plugin
@@ -74,12 +75,12 @@ def _encode_float16(g: np.ndarray) -> dict[str, np.ndarray]:
     return {"gathers": g.astype(np.float16)}
 
 
-ENCODINGS: dict[str, Encoding] = {
-    "float32": Encoding(np.float32, lambda g: {"gathers": np.asarray(g, dtype=np.float32)},
-                        lambda a, s: np.asarray(a, dtype=np.float32)),
-    "float16": Encoding(np.float16, _encode_float16, lambda a, s: np.asarray(a, dtype=np.float32)),
-    "int16": Encoding(np.int16, _encode_int16, _decode_int16, scaled=True),
-}
+#: Gather encodings by name (``--dtype``).
+ENCODINGS: Registry[Encoding] = Registry("gathers encoding")
+ENCODINGS.register("float32", Encoding(np.float32, lambda g: {"gathers": np.asarray(g, dtype=np.float32)},
+                                       lambda a, s: np.asarray(a, dtype=np.float32)))
+ENCODINGS.register("float16", Encoding(np.float16, _encode_float16, lambda a, s: np.asarray(a, dtype=np.float32)))
+ENCODINGS.register("int16", Encoding(np.int16, _encode_int16, _decode_int16, scaled=True))
 
 
 def _zstd() -> dict[str, Any]:
@@ -88,12 +89,11 @@ def _zstd() -> dict[str, Any]:
     return {**hdf5plugin.Zstd(clevel=3), "shuffle": True}
 
 
-#: HDF5 filter settings by name (h5py ``create_dataset`` keywords).
-COMPRESSIONS: dict[str, Callable[[], dict[str, Any]]] = {
-    "gzip": lambda: {"compression": "gzip", "compression_opts": 4},
-    "gzip-shuffle": lambda: {"compression": "gzip", "compression_opts": 4, "shuffle": True},
-    "zstd": _zstd,
-}
+#: HDF5 filter settings by name: ``COMPRESSIONS.build(name)`` gives h5py ``create_dataset`` keywords.
+COMPRESSIONS: Registry[Callable[[], dict[str, Any]]] = Registry("compression")
+COMPRESSIONS.register("gzip", lambda: {"compression": "gzip", "compression_opts": 4})
+COMPRESSIONS.register("gzip-shuffle", lambda: {"compression": "gzip", "compression_opts": 4, "shuffle": True})
+COMPRESSIONS.register("zstd", _zstd)
 
 
 @dataclass(frozen=True)
@@ -108,14 +108,15 @@ class GatherStorage:
         if isinstance(self.time_decimation, bool) or not isinstance(self.time_decimation, (int, np.integer)) \
                 or self.time_decimation < 1:
             raise StorageError(f"time decimation must be an integer >= 1, got {self.time_decimation!r}")
-        if self.encoding not in ENCODINGS:
-            raise StorageError(f"unknown gathers encoding {self.encoding!r}; valid: {', '.join(ENCODINGS)}")
-        if self.compression not in COMPRESSIONS:
-            raise StorageError(f"unknown compression {self.compression!r}; valid: {', '.join(COMPRESSIONS)}")
+        for registry, name in ((ENCODINGS, self.encoding), (COMPRESSIONS, self.compression)):
+            try:
+                registry.get(name)
+            except ValueError as exc:  # the registry's "unknown <kind> 'x'; valid: ..." as a StorageError
+                raise StorageError(str(exc)) from None
 
     @property
     def codec(self) -> Encoding:
-        return ENCODINGS[self.encoding]
+        return ENCODINGS.get(self.encoding)
 
     @property
     def is_default(self) -> bool:
@@ -126,7 +127,7 @@ class GatherStorage:
         return -(-nt // self.time_decimation)
 
     def filters(self) -> dict[str, Any]:
-        return COMPRESSIONS[self.compression]()
+        return COMPRESSIONS.build(self.compression)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -4,6 +4,7 @@
     python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --resume        # after an interruption
     python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --shard 0/4     # on 4 machines ...
     python -m fwi.data.generate merge --out data/salt70.h5 [--parts DIR ...]        # ... then merge
+    python -m fwi.data.generate --preset salt70 --out data/salt70.h5 --launcher slurm --shards 16 --partition cpu
     python -m fwi.data.generate verify data/salt70.h5 [--stamp]                      # read and check every sample
     python -m fwi.data.generate convert data/salt70.h5 --out data/salt70-d8.h5 --time-decimation 8 --dtype float16
 
@@ -16,8 +17,16 @@ One owner per output: a generation (or merge, or conversion) into ``<out>`` hold
 ``<out>.lock`` (`fwi.lock`); a second one refuses at once and names the holder. A shard holds
 ``<out>.shard-i-of-n.lock`` instead, so that several shards may share one directory. Temporary files left by a killed
 writer (``.<name>.<pid>.<tid>.tmp.h5`` beside ``<out>`` and in ``<out>.parts/``) are removed by the next run of the
-same target when their writer's pid is no longer alive. A bad ``--out`` (a directory, an unwritable place, a parent
+same target when their writer's pid is no longer alive (a shard leaves them to the merge: on a cluster, the writer
+of a temporary file beside it may be alive on another node). A bad ``--out`` (a directory, an unwritable place, a parent
 that cannot be created) is refused before any work.
+
+``--launcher local|slurm|submitit-local --shards N`` runs the N shards of one generation as jobs of `fwi.launch`
+(subprocesses here, SLURM jobs through submitit, or submitit's local executor) and merges them when all succeeded.
+Each job is ``python -m fwi.data.generate --shard i/N ...`` writing into ``<out>.parts/``, its output going to
+``<out>.parts/logs/shard-i-of-N.log``. Existing parts of the same settings are always kept, so after a failed shard
+(one ``error:`` line naming it and its log, exit 2) the same command relaunches only the unfinished shards.
+Without ``--launcher``, ``--workers`` processes of this one command share the work.
 
 ``convert`` rewrites a dataset with its gathers decimated in time and/or in a compact encoding (`fwi.data.codec`),
 keeping its normalisation, so that training reads the same network input from it (with the same
@@ -35,7 +44,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -52,6 +61,8 @@ from fwi.atomic import atomic_path, write_text
 from fwi.data.store import (ARRAYS, SPLITS, DatasetError, RunningNormalisation, check_sample_arrays, create_split,
                             read_info, verify, write_block, write_dataset)
 from fwi.data.transforms import decimate_time
+from fwi.launch import (LAUNCHERS, Command, LaunchOptions, add_launcher_args, check_available, launch,
+                        options_from_args)
 from fwi.lock import exclusive_lock
 from fwi.physics import Survey, forward_model
 
@@ -272,7 +283,8 @@ def _generate(out: Path, preset: str, spec: Preset, sizes: dict[str, int], *, se
               overwrite: bool, shard: tuple[int, int] | None, progress: bool,
               device: torch.device = torch.device("cpu")) -> Path | None:
     parts_dir = out.with_name(out.name + ".parts")
-    remove_debris(out)
+    if shard is None:  # a shard leaves debris to the merge: on a cluster another node's live writer is no pid here
+        remove_debris(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if overwrite and not resume:
@@ -351,6 +363,125 @@ def remove_debris(out: Path) -> list[Path]:
     return removed
 
 
+# ---------------------------------------------------------------------------------------------- shards as jobs
+class ShardFailure(RuntimeError):
+    """Shard jobs of a launched generation failed; their finished parts stay for the next run."""
+
+
+def shard_log(out: Path, shard: tuple[int, int]) -> Path:
+    """The log (stdout and stderr, appended run after run) of shard ``i/n`` of a launched generation into ``out``."""
+    return out.with_name(out.name + ".parts") / "logs" / f"shard-{shard[0]}-of-{shard[1]}.log"
+
+
+def shard_argv(out: Path, preset: str, seed: int, shard: tuple[int, int], *, workers: int = 1, device: str = "cpu",
+               overwrite: bool = False) -> list[str]:
+    """The command of one shard job (``--resume``: a shard continues its own parts, never removes the others')."""
+    argv = [sys.executable, "-m", "fwi.data.generate", "--preset", preset, "--out", str(out),
+            "--shard", f"{shard[0]}/{shard[1]}", "--seed", str(seed), "--workers", str(workers), "--device", device,
+            "--resume", "--no-progress"]
+    return argv + (["--overwrite"] if overwrite else [])
+
+
+def _last_error(log: Path, limit: int = 300) -> str:
+    """The last ``error:`` line (else the last line) the latest command in ``log`` wrote, on one line."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    lines = [line.strip() for line in lines[starts[-1] + 1 if starts else 0:] if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    text = (errors or lines or [""])[-1]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def launch_generation(out: str | Path, preset: str = "tiny", *, seed: int = 0, shards: int | None = None,
+                      options: LaunchOptions | None = None, workers: int = 1, overwrite: bool = False,
+                      device: str = "cpu", progress: bool = True) -> Path:
+    """Generate ``preset`` into ``out`` as ``shards`` shard jobs run by `fwi.launch` (``options``), then merge.
+
+    Only shards with a missing part are launched; finished parts of the same settings are kept, also with
+    ``overwrite`` (which then only allows replacing ``out``, and discards parts made with other settings).
+    ``shards`` is capped at the number of parts (default: ``workers``; required for ``slurm``); submitit's files go
+    to ``options.folder`` (default ``<out>.parts/submitit``, removed with the parts after the merge). On this machine
+    (``local``, ``submitit-local``) at most ``workers`` shards run at once, one process each; a SLURM job runs with
+    ``options.cpus`` worker processes (default 1). A failed shard raises `ShardFailure` naming it and its log.
+    """
+    out = Path(out)
+    options = options or LaunchOptions(folder=str(out.with_name(out.name + ".parts") / "submitit"))
+    here = options.launcher != "slurm"
+    spec = get_preset(preset)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if shards is None and not here:
+        raise ValueError("--launcher slurm needs --shards N: how many SLURM jobs to cut the generation into")
+    if shards is not None and shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {shards}")
+    check_available(options)
+    # the jobs run on this machine: a device it lacks is refused now (a SLURM node may have what the login node lacks)
+    dev = resolve_device(device) if here else None
+    parts = plan_parts(spec.sizes, spec.samples_per_part)
+    n = min(shards or workers, len(parts))
+    if shards is not None and shards > n:
+        print(f"note: {preset!r} has {len(parts)} parts of {spec.samples_per_part} samples: {n} shards, not {shards}",
+              file=sys.stderr)
+    check_out(out, overwrite)
+    with exclusive_lock(lock_path(out), what=f"generation into {out}"):
+        parts_dir = out.with_name(out.name + ".parts")
+        remove_debris(out)
+        manifest = manifest_for(preset, spec, seed, dict(spec.sizes))
+        old = parts_dir / MANIFEST
+        if overwrite and old.exists() and json.loads(old.read_text()) != manifest:  # parts of other settings
+            shutil.rmtree(parts_dir)
+        prepare_parts_dir(parts_dir, manifest, resume=True)
+        todo = [i for i in range(n) if not all(part_is_complete(parts_dir, p) for p in parts[i::n])]
+        if todo:
+            if dev is not None:  # on this machine: one GPU job at a time, else at most `workers` shards at once
+                jobs = 1 if dev.type != "cpu" else min(len(todo), workers)
+                child_workers, threads = 1, max(1, (os.cpu_count() or 1) // jobs)
+                env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if jobs > 1 else {}
+            else:
+                jobs, child_workers, env = len(todo), options.cpus or 1, {}
+            options = replace(options, jobs=jobs)
+            shard_log(out, (0, n)).parent.mkdir(parents=True, exist_ok=True)
+            where = out.absolute()
+            cmds = [Command(shard_argv(where, preset, seed, (i, n), workers=child_workers, device=device,
+                                       overwrite=overwrite),
+                            stdout=str(shard_log(where, (i, n))), stderr=str(shard_log(where, (i, n))), env=env)
+                    for i in todo]
+            print(f"{out}: running {len(todo)} of {n} shards ({', '.join(f'{i}/{n}' for i in todo)}) with "
+                  f"--launcher {options.launcher}, {jobs} at once; logs in {shard_log(out, (0, n)).parent}",
+                  flush=True)
+            bar = tqdm(total=n, initial=n - len(todo), unit="shard", desc="shards", disable=not progress,
+                       dynamic_ncols=True)
+            try:
+                rcs = launch(cmds, options, on_done=lambda i, rc: bar.update())
+            finally:
+                bar.close()
+            failed = [(i, rc) for i, rc in zip(todo, rcs)
+                      if rc != 0 or not all(part_is_complete(parts_dir, p) for p in parts[i::n])]
+            if failed:
+                raise ShardFailure(_failure_message(out, n, failed, options))
+        remove_debris(out)
+        return merge_parts(out, [parts_dir], overwrite=overwrite)
+
+
+def _failure_message(out: Path, n: int, failed: list[tuple[int, int]], options: LaunchOptions) -> str:
+    """One line: which shards failed, how, where their logs are, and that the same command resumes."""
+    i, rc = failed[0]
+    why = _last_error(shard_log(out, (i, n))).removeprefix("error: ")
+    how = (f"exit code {rc}" if rc else "exit code 0 but parts missing") + (f": {why}" if why else "")
+    if len(failed) == 1:
+        which = f"shard {i}/{n} of the generation into {out} failed ({how})"
+    else:
+        which = (f"shards {', '.join(f'{j}/{n}' for j, _ in failed)} of the generation into {out} failed (shard "
+                 f"{i}/{n}: {how})")
+    logs = ", ".join(str(shard_log(out, (j, n))) for j, _ in failed)
+    extra = f" and submitit's logs in {options.folder}" if options.launcher != "local" else ""
+    return (f"{which}; see {logs}{extra}. The {n - len(failed)} finished shard(s) are kept: run the same command "
+            "again to relaunch only the unfinished ones")
+
+
 # ---------------------------------------------------------------------------------------------- convert
 def convert(src: str | Path, out: str | Path, *, time_decimation: int = 1, encoding: str = "float16",
             compression: str = "zstd", overwrite: bool = False, block: int = 64, progress: bool = True) -> Path:
@@ -409,7 +540,7 @@ def ensure_generated(path: Path, preset: str, *, seed: int = 0, workers: int = 1
     info = read_info(path)  # validates, with a clear message for a corrupt file
     made = info.attrs.get("generator")
     if isinstance(made, dict) and made.get("preset") == preset and str(info.attrs.get("seed")) == str(seed):
-        expected = PRESETS[preset].sizes if preset in PRESETS else info.sizes
+        expected = PRESETS.get(preset).sizes if preset in PRESETS else info.sizes
         if info.sizes != expected:
             print(f"note: {path} holds preset {preset!r} with {_sizes(info.sizes)}; the preset now has "
                   f"{_sizes(expected)} (delete the file to regenerate it from the preset)", file=sys.stderr)
@@ -435,27 +566,50 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", choices=["generate", "merge", "verify", "convert"], default="generate")
     p.add_argument("input", nargs="?", type=Path, help="verify / convert: the dataset file")
-    p.add_argument("--preset", default="salt70", choices=list(PRESETS))
+    p.add_argument("--preset", default="salt70", choices=PRESETS.names())
     p.add_argument("--out", type=Path, help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted generation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--shard", type=parse_shard, help="generate only shard i of n (then run `merge`)")
+    p.add_argument("--shards", type=int, default=None,
+                   help="with --launcher: run the generation as N shard jobs, merged when all succeeded (default: "
+                        "--workers on this machine; required with --launcher slurm)")
     p.add_argument("--parts", type=Path, nargs="*", help="merge: parts directories (default <out>.parts)")
     p.add_argument("--stamp", action="store_true", help="verify: record the successful check in the file")
     p.add_argument("--time-decimation", type=int, default=1, help="convert: store gathers decimated in time by k")
-    p.add_argument("--dtype", default="float16", choices=list(ENCODINGS), help="convert: gathers encoding")
-    p.add_argument("--compression", default="zstd", choices=list(COMPRESSIONS), help="convert: HDF5 filter")
+    p.add_argument("--dtype", default="float16", choices=ENCODINGS.names(), help="convert: gathers encoding")
+    p.add_argument("--compression", default="zstd", choices=COMPRESSIONS.names(), help="convert: HDF5 filter")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="forward modelling device (cpu: bit for bit reproducible; cuda: within float rounding)")
     p.add_argument("--no-progress", action="store_true")
+    add_launcher_args(p, default=None)
     return p
+
+
+def check_launch_args(args: argparse.Namespace) -> None:
+    """ValueError for a launcher option that does not fit the others (checked before anything is written)."""
+    launched = args.launcher is not None
+    if args.command != "generate" and (launched or args.shards is not None):
+        raise ValueError(f"--launcher and --shards run a generation; `{args.command}` takes neither")
+    if args.shard is not None and (launched or args.shards is not None):
+        raise ValueError("--shard i/n runs one shard by hand; --launcher/--shards run all the shards and merge them: "
+                         "use one or the other")
+    if args.shards is not None and not launched:
+        raise ValueError(f"--shards needs --launcher {'|'.join(LAUNCHERS)} (without it, --workers processes of this "
+                         "command share the work)")
+    given = [flag for flag, value, default in (("--partition", args.partition, None), ("--gpus", args.gpus, 0),
+                                                ("--time", args.time, 60 * 24), ("--cpus", args.cpus, None),
+                                                ("--launcher-dir", args.launcher_dir, None)) if value != default]
+    if given and not launched:
+        raise ValueError(f"{', '.join(given)} only apply with --launcher {'|'.join(LAUNCHERS)}")
 
 
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_launch_args(args)
     if args.command in ("verify", "convert") and args.input is None:
         raise ValueError(f"`{args.command}` needs the dataset file: python -m fwi.data.generate {args.command} FILE")
     if args.command == "verify":
@@ -472,6 +626,11 @@ def main(argv: list[str] | None = None) -> int:
         with exclusive_lock(lock_path(args.out), what=f"merge into {args.out}"):
             remove_debris(args.out)
             path = merge_parts(args.out, args.parts or [args.out.with_name(args.out.name + ".parts")], args.overwrite)
+    elif args.launcher is not None:
+        options = options_from_args(args, 1, args.out.with_name(args.out.name + ".parts") / "submitit")
+        path = launch_generation(args.out, args.preset, seed=args.seed, shards=args.shards, options=options,
+                                 workers=args.workers, overwrite=args.overwrite, device=args.device,
+                                 progress=not args.no_progress)
     else:
         path = generate(args.out, args.preset, seed=args.seed, workers=args.workers, resume=args.resume,
                         overwrite=args.overwrite, shard=args.shard, progress=not args.no_progress,

@@ -1,4 +1,4 @@
-"""Named dataset presets: a survey, split sizes, geology settings."""
+"""Named dataset presets: a survey, split sizes, geology settings (the `PRESETS` registry; `get_preset` by name)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fwi.data.geology import GeologyConfig
 from fwi.physics import Survey
+from fwi.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -19,41 +20,39 @@ class Preset:
     description: str = ""
 
 
-PRESETS: dict[str, Preset] = {
-    "salt70": Preset(
-        survey=Survey(),
-        sizes={"train": 4000, "val": 500, "test": 500},
-        description="research setting: the OpenFWI geometry (70 x 70, 5 shots, 1000 x 1 ms, 70 receivers)",
-    ),
-    "ablation70": Preset(
-        survey=Survey(),
-        sizes={"train": 6000, "val": 200, "test": 200},
-        description="the salt70 geometry sized for the recorded CPU ablation (configs/ablation_base.yaml)",
-    ),
-    "quick": Preset(
-        survey=Survey(),
-        sizes={"train": 480, "val": 64, "test": 64},
-        description="the salt70 geometry with few models: the README's main job on two CPU cores",
-    ),
-    "segsalt": Preset(
-        survey=Survey(nz=201, nx=301, dx=10.0, nt=2000, dt=0.001, freq=15.0, n_sources=29, n_receivers=301),
-        sizes={"train": 1600, "val": 100, "test": 100},
-        samples_per_part=4,
-        description="GPU-sized: the SEG salt geometry of FCNVMB / DD-Net (201 x 301 at 10 m, 29 shots, 301 "
-                    "receivers, 2 s at 1 ms, 15 Hz: 5 points per wavelength at 1500 m/s); ~70 MB of float32 gathers "
-                    "per model, so store it compact (convert --time-decimation 5 --dtype int16 gives their 400 "
-                    "time samples)",
-    ),
-    "tiny": Preset(
-        survey=Survey(nz=32, nx=33, dx=10.0, nt=300, dt=0.001, freq=15.0, n_sources=3, n_receivers=33),
-        sizes={"train": 12, "val": 4, "test": 4},
-        samples_per_part=4,
-        description="seconds to make: tests and smoke runs",
-    ),
-}
+PRESETS: Registry[Preset] = Registry("preset")
+PRESETS.register("salt70", Preset(
+    survey=Survey(),
+    sizes={"train": 4000, "val": 500, "test": 500},
+    description="research setting: the OpenFWI geometry (70 x 70, 5 shots, 1000 x 1 ms, 70 receivers)",
+))
+PRESETS.register("ablation70", Preset(
+    survey=Survey(),
+    sizes={"train": 6000, "val": 200, "test": 200},
+    description="the salt70 geometry sized for the recorded CPU ablation (configs/ablation_base.yaml)",
+))
+PRESETS.register("quick", Preset(
+    survey=Survey(),
+    sizes={"train": 480, "val": 64, "test": 64},
+    description="the salt70 geometry with few models: the README's main job on two CPU cores",
+))
+PRESETS.register("segsalt", Preset(
+    survey=Survey(nz=201, nx=301, dx=10.0, nt=2000, dt=0.001, freq=15.0, n_sources=29, n_receivers=301),
+    sizes={"train": 1600, "val": 100, "test": 100},
+    samples_per_part=4,
+    description="GPU-sized: the SEG salt geometry of FCNVMB / DD-Net (201 x 301 at 10 m, 29 shots, 301 "
+                "receivers, 2 s at 1 ms, 15 Hz: 5 points per wavelength at 1500 m/s); ~70 MB of float32 gathers "
+                "per model, so store it compact (convert --time-decimation 5 --dtype int16 gives their 400 "
+                "time samples)",
+))
+PRESETS.register("tiny", Preset(
+    survey=Survey(nz=32, nx=33, dx=10.0, nt=300, dt=0.001, freq=15.0, n_sources=3, n_receivers=33),
+    sizes={"train": 12, "val": 4, "test": 4},
+    samples_per_part=4,
+    description="seconds to make: tests and smoke runs",
+))
 
 
 def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    """The preset called ``name``; ValueError ``unknown preset 'x'; valid: salt70, ...`` otherwise."""
+    return PRESETS.get(name)

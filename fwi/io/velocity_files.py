@@ -1,7 +1,8 @@
 """Velocity models from files: .npy, HDF5 (an fwi dataset's split or a plain file), SEG-Y (`fwi.io.segy`) and, when
 `fwi.io.matfile` is present, FCNVMB / DD-Net ``.mat`` files; and bilinear resampling to a grid.
 
-`load_velocity_file` dispatches on the file suffix through `READERS` (suffix -> reader); a new format is one entry.
+`load_velocity_file` dispatches on the file suffix through the `READERS` registry (suffix -> reader); a new format is
+one ``READERS.register(suffix, reader)``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from fwi.registry import Registry
 
 __all__ = ["READERS", "load_velocity_file", "resample_models"]
 
@@ -72,16 +75,15 @@ def _read_mat(path: Path, key: str | None, split: str) -> tuple[np.ndarray, floa
 
 
 #: Reader of each file type (by lower-case suffix): (path, key, split) -> (models, cell size in m or None).
-READERS: dict[str, Reader] = {
-    ".npy": _read_npy,
-    ".h5": _read_hdf5_models,
-    ".hdf5": _read_hdf5_models,
-    ".hdf": _read_hdf5_models,
-    ".sgy": _read_segy,
-    ".segy": _read_segy,
-}
+READERS: Registry[Reader] = Registry("model file type")
+READERS.register(".npy", _read_npy)
+READERS.register(".h5", _read_hdf5_models)
+READERS.register(".hdf5", _read_hdf5_models)
+READERS.register(".hdf", _read_hdf5_models)
+READERS.register(".sgy", _read_segy)
+READERS.register(".segy", _read_segy)
 if importlib.util.find_spec("fwi.io.matfile") is not None:  # FCNVMB / DD-Net MATLAB files
-    READERS[".mat"] = _read_mat
+    READERS.register(".mat", _read_mat)
 
 
 def load_velocity_file(path: str | os.PathLike, key: str | None = None, split: str = "test"
@@ -94,10 +96,11 @@ def load_velocity_file(path: str | os.PathLike, key: str | None = None, split: s
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ValueError(f"{path}: unsupported model file type {path.suffix!r}; use one of {', '.join(READERS)}")
-    arr, dx = reader(path, key, split)
+    suffix = path.suffix.lower()
+    if suffix not in READERS:  # the registry's names, in a message that also names the file
+        raise ValueError(f"{path}: unsupported model file type {path.suffix!r}; use one of "
+                         f"{', '.join(READERS.names())}")
+    arr, dx = READERS.get(suffix)(path, key, split)
     arr = np.asarray(arr)
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
