@@ -16,12 +16,22 @@ mask = velocity >= 4400 m/s); results go to ``<out>/external/<file stem>/``. Acc
 HDF5 file with one 2D/3D/4D dataset, or the one named by ``--key``) and SEG-Y (``.sgy`` / ``.segy``, as written by
 `fwi.io.segy.write_velocity`). Models of another size are an error unless ``--resample`` (bilinear) is given.
 
+Refinement (``--refine``): after the network-only evaluation of the split, the network's predictions are refined
+by FWI (`fwi.invert.refine`; start: the prediction, observed: the split's gathers at full time sampling, survey: the
+dataset's) and scored with the same metrics; ``<out>/metrics.json`` gains a ``refined`` section (``before``: the
+network-only numbers of the same samples, ``mean`` / ``std`` / ``pooled`` / ``per_sample`` after FWI, the settings,
+seconds per model), ``<out>/refined.md`` the side-by-side table, plus refined.npy and refined-before / -after /
+-convergence figures. The method is fwi.invert's default (`RefineConfig`); ``--refine-iterations``,
+``--refine-schedule 4,8,12,full``, ``--refine-method`` and ``--refine-indices 0:24`` (a subset: FWI costs ~0.6 s per
+iteration and salt70 model on a CPU) change it.
+
 ``--no-misfit`` skips the data misfit (one forward modelling per sample), ``--no-figures`` writes metrics.json only.
 A progress bar over the batches shows on a terminal. Library use (notebooks, the ablation runner): `load_run`
 (`fwi.run`), `evaluate_split` / `evaluate_models` (an `Evaluation` with per-sample metrics, predictions and figure
 helpers, scored by `fwi.scoring`) and `write_report`. Model files are read by `fwi.io.velocity_files`.
 
-Problems with the input (missing or damaged checkpoint, shape mismatch, NaN in a model) print one ``error:`` line
+Problems with the input (missing or damaged checkpoint, shape mismatch, NaN in a model, refinement settings the data
+cannot take: iterations <= 0, indices outside the split, a cut-off above Nyquist) print one ``error:`` line
 and exit with status 2; metrics.json is written last, atomically, so a failed run leaves no half-written results.
 """
 
@@ -35,7 +45,7 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -49,9 +59,15 @@ from fwi.atomic import atomic_path, write_text
 from fwi.cli import friendly_errors
 from fwi.lock import run_lock
 from fwi.data.dataset import SALT_THRESHOLD, FWIDataset
+from fwi.data.store import read_info
+from fwi.invert import RefineConfig, refine
+from fwi.invert.cli import parse_indices, parse_schedule
+from fwi.invert.filters import FrequencyError
+from fwi.invert.params import PARAMETERISATIONS
 from fwi.io.velocity_files import load_velocity_file, resample_models  # noqa: F401  (library use)
+from fwi.metrics import data_misfit
 from fwi.physics import Survey
-from fwi.scoring import METRICS, score_batches
+from fwi.scoring import METRICS, sample_scores, score_batches
 from fwi.run import LoadedRun, find_run, load_run  # noqa: F401  (load_run / find_run: library use)
 
 #: Metrics drawn in the histogram.
@@ -60,6 +76,19 @@ HIGHER_IS_BETTER = {"ssim", "iou", "dice"}
 
 
 # ---------------------------------------------------------------------------------------------------- results
+def summarize(index: np.ndarray, metrics: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean, std (ddof 0), pooled RMSE (root of the mean MSE, not the mean of per-sample RMSEs) and the per-sample
+    list of per-sample metrics (JSON-ready); ``index`` gives each sample's dataset index."""
+    per_sample = [{"index": int(index[i]), **{k: float(v[i]) for k, v in metrics.items()}}
+                  for i in range(len(index))]
+    mean = {k: float(np.mean([s[k] for s in per_sample])) for k in metrics}
+    pooled = {}
+    if "mse" in mean:
+        pooled = {"rmse": math.sqrt(mean["mse"]), "rmse_ms": math.sqrt(mean["mse_ms"])}
+    return {"mean": mean, "std": {k: float(np.std(v)) for k, v in metrics.items()}, "pooled": pooled,
+            "per_sample": per_sample}
+
+
 @dataclass
 class Evaluation:
     """Per-sample metrics and predictions of one evaluated set (a split or one external model file).
@@ -107,15 +136,11 @@ class Evaluation:
                 for i in range(len(self))]
 
     def to_dict(self) -> dict[str, Any]:
-        per_sample = self.per_sample()
-        mean = {k: float(np.mean([s[k] for s in per_sample])) for k in self.metrics}
-        pooled = {}
-        if "mse" in mean:  # data-set RMSE: root of the mean MSE (not the mean of per-sample RMSEs)
-            pooled = {"rmse": math.sqrt(mean["mse"]), "rmse_ms": math.sqrt(mean["mse_ms"])}
+        s = summarize(self.index, self.metrics)
         return {**self.meta, "name": self.name, "checkpoint": str(self.run.checkpoint), "epoch": self.run.epoch,
-                "n": len(self), "mean": mean, "std": self.std(), "pooled": pooled,
+                "n": len(self), "mean": s["mean"], "std": s["std"], "pooled": s["pooled"],
                 "ranked_by_mae": {k: int(self.index[p]) for k, p in self.ranked("mae").items()},
-                "per_sample": per_sample}
+                "per_sample": s["per_sample"]}
 
     def table(self) -> str:
         """A short text table: mean, std, min and max of each metric."""
@@ -205,6 +230,15 @@ def _progress(iterable, total: int, desc: str, progress: bool | None):
                 dynamic_ncols=True, leave=False)
 
 
+def dataset_path(run: LoadedRun, data: str | os.PathLike | None = None) -> Path:
+    """The dataset to evaluate on: ``data``, else the one recorded in the run's checkpoint; it must exist."""
+    path = Path(data or run.data)
+    if not str(path) or not path.exists():
+        hint = "" if data else " (the path recorded in the checkpoint); pass --data PATH"
+        raise FileNotFoundError(f"dataset {path} does not exist{hint}")
+    return path
+
+
 def evaluate_split(run: LoadedRun, split: str = "test", data: str | os.PathLike | None = None,
                    batch_size: int | None = None, misfit: bool = True, samples: Sequence[int] | None = None,
                    progress: bool | None = None) -> Evaluation:
@@ -213,10 +247,7 @@ def evaluate_split(run: LoadedRun, split: str = "test", data: str | os.PathLike 
     ``samples``: dataset indices to evaluate (default all). ``misfit``: also re-model every prediction for the data
     misfit (one forward modelling per sample).
     """
-    path = Path(data or run.data)
-    if not str(path) or not path.exists():
-        hint = "" if data else " (the path recorded in the checkpoint); pass --data PATH"
-        raise FileNotFoundError(f"dataset {path} does not exist{hint}")
+    path = dataset_path(run, data)
     batch_size = _batch_size(run, batch_size)
     raw_set = FWIDataset(path, split, normalize=False, time_decimation=run.time_decimation)
     shape = tuple(raw_set.survey.data_shape)
@@ -295,6 +326,296 @@ def _batch_size(run: LoadedRun, batch_size: int | None) -> int:
     return size
 
 
+# ---------------------------------------------------------------------------------------------------- refinement
+#: Models per `fwi.invert.refine` call: deepwave keeps the wavefields of every shot of the batch for the gradient
+#: (about 0.5 GB per salt70 model), and Adam steps each model on its own, so the size does not change the result.
+REFINE_BATCH = 4
+#: Parameterisations ``--refine-method`` accepts (`fwi.invert.params`, and the network as a prior).
+REFINE_METHODS = (*PARAMETERISATIONS, "network")
+#: Metrics of the side-by-side table: (key, heading, higher is better, format).
+REFINE_TABLE = (("mae_ms", "MAE (m/s)", False, ".1f"), ("rmse_ms", "RMSE (m/s)", False, ".1f"),
+                ("ssim", "SSIM", True, ".4f"), ("iou", "salt IoU", True, ".4f"), ("dice", "salt Dice", True, ".4f"),
+                ("data_misfit", "data misfit", False, ".4f"))
+#: Outputs of a refinement in the evaluation folder (removed when the folder is rewritten without one).
+REFINE_FILES = ("refined.md", "refined.npy", "refined-before.png", "refined-after.png", "refined-convergence.png")
+
+
+def refine_config(iterations: int | None = None, schedule: Sequence[float | None] | None = None,
+                  method: str | None = None) -> RefineConfig:
+    """`fwi.invert.RefineConfig` (its defaults are the method as measured best) with only the given settings changed."""
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"--refine-iterations must be >= 1, got {iterations}")
+    if method is not None and method not in REFINE_METHODS:
+        raise ValueError(f"--refine-method {method!r}: choose one of {', '.join(REFINE_METHODS)}")
+    changes = {"iterations": iterations, "schedule": None if schedule is None else tuple(schedule), "param": method}
+    return replace(RefineConfig(), **{k: v for k, v in changes.items() if v is not None})
+
+
+def parse_refine_schedule(text: str) -> tuple[float | None, ...]:
+    """``4,8,12,full`` -> (4.0, 8.0, 12.0, None): the stages' low-pass cut-offs in Hz, ``full`` = full band."""
+    try:
+        return parse_schedule(text)
+    except ValueError:
+        raise ValueError(f"--refine-schedule {text!r}: give low-pass cut-offs in Hz and 'full' separated by commas, "
+                         "e.g. 4,8,12,full") from None
+
+
+def parse_refine_indices(text: str, n: int, split: str = "test") -> list[int]:
+    """``0:24`` or ``0,3,7`` -> dataset indices of a split of ``n`` samples (duplicates dropped, order kept)."""
+    try:
+        indices = parse_indices(text, n)
+    except ValueError:
+        indices = []
+    if not indices:
+        raise ValueError(f"--refine-indices {text!r} selects nothing or leaves the {split} split (0 .. {n - 1}); "
+                         "use e.g. 0:24 or 0,3,7")
+    return list(dict.fromkeys(indices))
+
+
+def _stored_config(config: RefineConfig, path: str | os.PathLike) -> tuple[RefineConfig, Any]:
+    """``config`` for the observed gathers as the dataset stores them (full rate, or decimated by k in a compact
+    file), checked against the dataset's survey (frequencies below Nyquist, ...); and the dataset's `DatasetInfo`."""
+    info = read_info(path)
+    config = replace(config, time_decimation=info.storage.time_decimation)
+    config.validate(info.survey)
+    return config, info
+
+
+def prepare_refinement(run: LoadedRun, split: str = "test", data: str | os.PathLike | None = None,
+                       config: RefineConfig | None = None, indices: str | None = None
+                       ) -> tuple[RefineConfig, list[int] | None]:
+    """Check a refinement against the dataset before anything runs: the checked config and the dataset indices to
+    refine (None: every sample of the split); ``indices`` as ``--refine-indices`` takes them."""
+    path = dataset_path(run, data)
+    try:
+        config, info = _stored_config(config or RefineConfig(), path)
+    except FrequencyError as exc:
+        raise FrequencyError(f"--refine-schedule: {exc}") from None
+    if split not in info.sizes:
+        raise ValueError(f"{path} has no {split!r} split (it has {', '.join(info.sizes) or 'none'})")
+    chosen = None if indices is None else parse_refine_indices(indices, info.sizes[split], split)
+    if config.param == "network" and info.survey != run.survey:
+        raise ValueError(f"--refine-method network re-runs {run.name}'s network, but {path} was modelled with another "
+                         "survey than its training data; choose another method")
+    return config, chosen
+
+
+@torch.no_grad()
+def score_models(evaluation: Evaluation, positions: Sequence[int], velocity_ms: torch.Tensor,
+                 salt_logits: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-sample metrics of other models (B, nz, nx) in m/s of the evaluated samples at ``positions``, computed as
+    for the network's predictions: `fwi.scoring.sample_scores` against the true velocity and mask, the salt mask
+    ``salt_logits > 0``, and (when the evaluation has it) the data misfit against the observed gathers at the run's
+    time decimation."""
+    run, normalizer = evaluation.run, evaluation.run.normalizer
+    positions = list(positions)
+    v = torch.as_tensor(velocity_ms, dtype=torch.float32).to(run.device)
+    pred = {"velocity": normalizer.velocity(v)[:, None],
+            "salt_logits": torch.as_tensor(salt_logits, dtype=torch.float32).to(run.device)[:, None]}
+    truth = normalizer.velocity(torch.from_numpy(evaluation.true_velocity[positions]).float().to(run.device))
+    mask = torch.from_numpy(evaluation.true_mask[positions]).float().to(run.device)
+    scores = sample_scores(pred, truth[:, None], mask[:, None], normalizer)
+    if "data_misfit" in evaluation.metrics:
+        observed = evaluation.observed(positions).to(run.device)
+        scores["data_misfit"] = data_misfit(v, observed, evaluation.survey, run.time_decimation)
+    return {k: scores[k].detach().cpu().double().numpy() for k in METRICS if k in scores}
+
+
+@dataclass
+class Refinement:
+    """FWI refinement of some samples of an evaluated split: the network-only metrics of those samples (``before``,
+    the evaluation's own numbers) and the refined models' (``after``, same names, scored the same way)."""
+
+    evaluation: Evaluation = field(repr=False)
+    positions: np.ndarray  # positions in the evaluation
+    index: np.ndarray  # dataset indices
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
+    velocity: np.ndarray = field(repr=False)  # (k, nz, nx) refined models, m/s
+    salt_mask: np.ndarray = field(repr=False)  # (k, nz, nx) their salt mask in {0, 1}
+    config: RefineConfig
+    seconds: float  # wall time of the FWI iterations, all models
+    iterations: int
+    history: list[dict[str, Any]] = field(repr=False)  # per iteration, per-model values of all models
+    salt_rule: str = ""
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def seconds_per_model(self) -> float:
+        return self.seconds / max(1, len(self))
+
+    def describe(self) -> str:
+        """One line: how many models, which method, iterations and frequency stages, cost."""
+        c = self.config
+        stages = ", ".join("full band" if f is None else f"{f:g} Hz" for f in c.schedule)
+        return (f"{len(self)} model(s) of the {self.evaluation.name} split (indices {_ranges(self.index)}), "
+                f"parameterisation `{c.param}`, {self.iterations} iterations over the frequency stages {stages} "
+                f"({c.optimizer}, {c.misfit} misfit, lr {c.lr:g} km/s); {self.seconds_per_model:.1f} s per model "
+                f"(FWI iterations) on {self.evaluation.run.device}")
+
+    def to_dict(self) -> dict[str, Any]:
+        after, before = summarize(self.index, self.after), summarize(self.index, self.before)
+        return {"n": len(self), "indices": [int(i) for i in self.index], "method": self.config.param,
+                "iterations": self.iterations, "schedule": list(self.config.schedule), "seconds": self.seconds,
+                "seconds_per_model": self.seconds_per_model, "salt_mask": self.salt_rule,
+                "settings": self.config.to_dict(), **after, "before": before}
+
+    def table(self) -> str:
+        """Markdown table: mean ± std of each metric for the network and after FWI, the change of the mean and in
+        how many models FWI improved it."""
+        rows = []
+        for key, title, higher, spec in REFINE_TABLE:
+            if key not in self.after or key not in self.before:
+                continue
+            b, a = self.before[key], self.after[key]
+            mb, ma = float(np.mean(b)), float(np.mean(a))
+            change = format(ma - mb, "+" + spec) if higher else (f"{100 * (ma - mb) / mb:+.1f} %" if mb else "–")
+            better = int(np.sum(a > b)) if higher else int(np.sum(a < b))
+            rows.append(f"| {title} | {format(mb, spec)} ± {format(float(np.std(b)), spec)} | {format(ma, spec)} ± "
+                        f"{format(float(np.std(a)), spec)} | {change} | {better}/{len(self)} |")
+        return "\n".join(["| metric | network | after FWI | change | improved |", "|---|---|---|---|---|", *rows])
+
+    def markdown(self) -> str:
+        """refined.md: what was refined, the side-by-side table, how the numbers are defined."""
+        ev = self.evaluation
+        return "\n".join([
+            f"# FWI refinement of `{ev.run.name}` (epoch {ev.run.epoch}) on the {ev.name} split", "",
+            self.describe() + ".", "", self.table(), "",
+            "- network: the run's prediction, as in the network-only evaluation (metrics.json, same samples); after "
+            "FWI: `fwi.invert.refine` started from that prediction (clamped into the velocity bounds) against the "
+            "split's gathers at full time sampling, with the dataset's survey",
+            "- mean ± std over the models; change: of the mean (relative for errors, absolute for SSIM / IoU / Dice); "
+            "improved: models where FWI made the metric better",
+            f"- data misfit: ||d(v) - d_obs|| / ||d_obs||, the model re-modelled at the run's time decimation "
+            f"({ev.run.time_decimation}) as in the network-only evaluation",
+            f"- salt mask: network = its salt head (p > 0.5); after FWI = {self.salt_rule}",
+            "- every setting of the refinement: metrics.json -> refined.settings (`fwi.invert.RefineConfig`)", ""])
+
+    def figures(self, count: int = 4) -> dict[str, Any]:
+        """Before / after velocity panels of the first ``count`` refined models and the convergence curves."""
+        ev, k = self.evaluation, min(count, len(self))
+        pos = list(self.positions[:k])
+        vrange = (ev.run.normalizer.v_min, ev.run.normalizer.v_max)
+
+        def titles(label: str, metrics: dict[str, np.ndarray]) -> list[str]:
+            return [f"#{int(self.index[j])} {label} (MAE {metrics['mae_ms'][j]:.0f} m/s, IoU {metrics['iou'][j]:.2f})"
+                    for j in range(k)]
+
+        return {"refined-before.png": viz.velocity_panels(ev.true_velocity[pos], ev.pred_velocity[pos],
+                                                          ev.true_mask[pos], ev.pred_mask[pos],
+                                                          titles("network", self.before), ev.survey.dx, vrange),
+                "refined-after.png": viz.velocity_panels(ev.true_velocity[pos], self.velocity[:k], ev.true_mask[pos],
+                                                         self.salt_mask[:k], titles("after FWI", self.after),
+                                                         ev.survey.dx, vrange),
+                "refined-convergence.png": self.convergence_figure()}
+
+    def convergence_figure(self):
+        """Mean stage misfit (the low-passed data of each frequency stage) and mean MAE per iteration."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+        it = [h["iteration"] for h in self.history]
+        if it:
+            axes[0].semilogy(it, [np.mean(h["misfit"]) for h in self.history])
+            if "mae_ms" in self.history[0]:
+                axes[1].plot(it, [np.mean(h["mae_ms"]) for h in self.history])
+            for h, prev in zip(self.history[1:], self.history):
+                if h["stage"] != prev["stage"]:
+                    for ax in axes:
+                        ax.axvline(prev["iteration"] + 0.5, color="0.7", lw=0.8, ls="--")
+        axes[0].set(xlabel="iteration", ylabel="stage misfit (mean)")
+        axes[1].set(xlabel="iteration", ylabel="MAE (m/s, mean)")
+        fig.suptitle(f"{self.evaluation.run.name}: FWI from the network's prediction ({len(self)} model(s))",
+                     fontsize=9)
+        return fig
+
+
+def _ranges(index: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    values = [int(i) for i in index]
+    if not values:
+        return ""
+    parts: list[str] = []
+    start = prev = values[0]
+    for i in values[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = i
+    return ", ".join(parts)
+
+
+def _merge_history(histories: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-iteration records of batches refined one after the other as one record list over all their models."""
+    merged = []
+    for entries in zip(*histories):
+        entry = dict(entries[0])
+        for key in ("misfit", "mae_ms", "ssim", "iou"):
+            if key in entry:
+                entry[key] = [x for e in entries for x in e[key]]
+        entry["seconds"] = sum(e["seconds"] for e in entries)
+        entry["n_evals"] = sum(e["n_evals"] for e in entries)
+        merged.append(entry)
+    return merged
+
+
+def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, indices: Sequence[int] | None = None,
+                 batch_size: int = REFINE_BATCH, progress: bool | None = None) -> Refinement:
+    """Refine the network's predictions of an evaluated split by FWI (`fwi.invert.refine`) and score them.
+
+    Start: the run's prediction of each sample (clamped into the refinement's velocity bounds) and its salt head (for
+    the salt parameterisations); observed: the split's gathers as the dataset stores them (full time sampling); the
+    survey: the dataset's. ``indices``: dataset indices to refine (default every evaluated sample). ``before`` holds
+    the evaluation's metrics of those samples, ``after`` the refined models' (`score_models`); the refined salt mask
+    is the parameterisation's salt variable where it has one, else velocity > `SALT_THRESHOLD`.
+    """
+    if "dataset" not in evaluation.meta:
+        raise ValueError("FWI refinement needs a split evaluation (evaluate_split): external models have no observed "
+                         "gathers at full time sampling")
+    run = evaluation.run
+    config, info = _stored_config(config or RefineConfig(), evaluation.meta["dataset"])
+    where = {int(i): p for p, i in enumerate(evaluation.index)}
+    chosen = [int(i) for i in evaluation.index] if indices is None else list(dict.fromkeys(int(i) for i in indices))
+    missing = [i for i in chosen if i not in where]
+    if missing or not chosen:
+        raise ValueError(f"samples {missing[:5]} were not evaluated" if missing else "nothing to refine")
+    if config.param == "network" and info.survey != run.survey:
+        raise ValueError("param 'network' needs the dataset modelled with the run's survey")
+    positions = np.array([where[i] for i in chosen])
+    raw = FWIDataset(info.path, evaluation.meta["split"], normalize=False, time_decimation=config.time_decimation)
+    bounds = (config.vmin, config.upper(info.survey))
+    velocity, salt, scores, histories, seconds, iterations = [], [], [], [], 0.0, 0
+    for first in range(0, len(positions), batch_size):
+        chunk = positions[first:first + batch_size]
+        out = run.predict(evaluation.inputs(chunk))
+        start = run.normalizer.velocity_inverse(out["velocity"][:, 0]).clamp(*bounds).cpu()
+        logits = out["salt_logits"][:, 0].cpu()
+        observed = torch.stack([raw[int(evaluation.index[p])]["gathers"] for p in chunk])
+        result = refine(run if config.param == "network" else info.survey, observed, start, torch.sigmoid(logits),
+                        config, truth=torch.from_numpy(evaluation.true_velocity[chunk]),
+                        truth_mask=torch.from_numpy(evaluation.true_mask[chunk]).float(), normalizer=run.normalizer,
+                        start_salt_logits=logits, device=run.device, progress=progress,
+                        desc=f"FWI {run.name} {first + 1}-{first + len(chunk)}/{len(positions)}")
+        v, salt_variable = torch.from_numpy(result.velocity), result.salt_prob is not None
+        salt_logits = (v - SALT_THRESHOLD if not salt_variable else
+                       torch.logit(torch.from_numpy(result.salt_prob).clamp(1e-6, 1 - 1e-6)))
+        scores.append(score_models(evaluation, chunk, v, salt_logits))
+        velocity.append(result.velocity.astype(np.float32))
+        salt.append((salt_logits > 0).numpy().astype(np.uint8))
+        histories.append(result.history)
+        seconds, iterations = seconds + result.seconds, result.iterations
+    after = {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}
+    rule = (f"the salt variable of the `{config.param}` parameterisation (p > 0.5)" if salt_variable else
+            f"velocity > {SALT_THRESHOLD:g} m/s")
+    return Refinement(evaluation=evaluation, positions=positions, index=evaluation.index[positions],
+                      before={k: values[positions] for k, values in evaluation.metrics.items()}, after=after,
+                      velocity=np.concatenate(velocity), salt_mask=np.concatenate(salt), config=config,
+                      seconds=seconds, iterations=iterations, history=_merge_history(histories), salt_rule=rule)
+
+
 # ---------------------------------------------------------------------------------------------------- external
 def check_models(velocity: np.ndarray, run: LoadedRun, source: str = "the models") -> None:
     """Raise ValueError (`fwi.physics.SurveyError`) for (N, nz, nx) models that do not fit the run's grid or cannot
@@ -343,15 +664,39 @@ def write_json(data: Any, path: str | os.PathLike) -> None:
     write_text(path, json.dumps(data, indent=1))
 
 
-def write_report(evaluation: Evaluation, out: str | os.PathLike, figures: bool = True) -> Path:
+def write_report(evaluation: Evaluation, out: str | os.PathLike, figures: bool = True,
+                 refinement: Refinement | None = None) -> Path:
     """Figures of the worst / median / best samples by MAE and the metric histogram (unless ``figures=False``),
-    then ``metrics.json`` (last, atomically)."""
+    then ``metrics.json`` (last, atomically).
+
+    With a ``refinement``: also refined.md (side-by-side table), refined.npy (the refined models, in the order of
+    ``refined.indices``), its figures, and a ``refined`` section in metrics.json. Without one, the refinement outputs
+    of an earlier run in ``out`` are removed (metrics.json no longer describes them).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if figures:
         _write_figures(evaluation, out)
-    write_json(evaluation.to_dict(), out / "metrics.json")
+    data = evaluation.to_dict()
+    if refinement is None:
+        for name in REFINE_FILES:
+            (out / name).unlink(missing_ok=True)
+    else:
+        _write_refinement(refinement, out, figures)
+        data["refined"] = refinement.to_dict()
+    write_json(data, out / "metrics.json")
     return out / "metrics.json"
+
+
+def _write_refinement(refinement: Refinement, out: Path, figures: bool) -> None:
+    with atomic_path(out / "refined.npy") as tmp:
+        np.save(tmp, refinement.velocity)
+    for name in REFINE_FILES[2:]:
+        (out / name).unlink(missing_ok=True)
+    if figures:
+        for name, fig in refinement.figures().items():
+            _save_figure(fig, out / name)
+    write_text(out / "refined.md", refinement.markdown())
 
 
 def _write_figures(evaluation: Evaluation, out: Path) -> None:
@@ -399,12 +744,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-misfit", dest="misfit", action="store_false",
                    help="skip the data misfit (saves one forward modelling per sample)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write metrics.json only")
+    defaults = RefineConfig()
+    r = p.add_argument_group("FWI refinement (fwi.invert) of the network's predictions; defaults: fwi.invert's")
+    r.add_argument("--refine", action="store_true",
+                   help="after the network-only evaluation, refine its predictions by FWI and report both side by side "
+                        "(refined.md, a 'refined' section in metrics.json)")
+    r.add_argument("--refine-iterations", type=int, default=None, metavar="N",
+                   help=f"FWI iterations per model, over all frequency stages (default {defaults.iterations})")
+    r.add_argument("--refine-schedule", default=None, metavar="HZ,...",
+                   help="low-pass cut-offs of the frequency stages, 'full' = full band (default "
+                        f"{','.join('full' if f is None else f'{f:g}' for f in defaults.schedule)})")
+    r.add_argument("--refine-method", default=None, metavar="|".join(REFINE_METHODS),
+                   help="what FWI updates: the velocity cells, a salt-pinned or soft-salt model (fwi.invert.params), "
+                        f"or the network's weights (default {defaults.param})")
+    r.add_argument("--refine-indices", default=None, metavar="A:B|I,J,...",
+                   help="dataset indices to refine (default: every sample of the split; ~0.6 s per iteration and "
+                        "salt70 model on a CPU)")
     return p
+
+
+REFINE_FLAGS = ("refine_iterations", "refine_schedule", "refine_method", "refine_indices")
 
 
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _check_flags(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     run = load_run(args.run, args.device)
@@ -414,7 +779,21 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluate(args, run, out)
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    given = ["--" + f.replace("_", "-") for f in REFINE_FLAGS if getattr(args, f) is not None]
+    if given and not args.refine:
+        raise ValueError(f"{' '.join(given)} without --refine: add --refine to refine the predictions by FWI")
+    if args.refine and args.models:
+        raise ValueError("--refine refines the predictions of a split; it does not work with --models")
+    if args.refine and not args.misfit:
+        raise ValueError("--refine reports the data misfit before and after FWI; drop --no-misfit")
+
+
 def _evaluate(args: argparse.Namespace, run: LoadedRun, out: Path) -> int:
+    if args.refine:  # every setting is checked before anything runs
+        schedule = None if args.refine_schedule is None else parse_refine_schedule(args.refine_schedule)
+        config = refine_config(args.refine_iterations, schedule, args.refine_method)
+        config, indices = prepare_refinement(run, args.split, args.data, config, args.refine_indices)
     if args.models:
         paths = [Path(m) for m in args.models]
         prepared = [prepare_external(p, run, args.key, args.split, args.resample) for p in paths]  # all checked first
@@ -425,8 +804,12 @@ def _evaluate(args: argparse.Namespace, run: LoadedRun, out: Path) -> int:
             print(f"results: {report}")
         return 0
     evaluation = evaluate_split(run, args.split, args.data, args.batch_size, args.misfit)
-    report = write_report(evaluation, out, args.figures)
+    refinement = refine_split(evaluation, config, indices) if args.refine else None
+    report = write_report(evaluation, out, args.figures, refinement)
     print(evaluation.table())
+    if refinement is not None:
+        print(f"\nFWI refinement: {refinement.describe()}\n{refinement.table()}")
+        print(f"refinement: {out / 'refined.md'}")
     print(f"results: {report}")
     return 0
 

@@ -4,11 +4,12 @@ figures, report.md and the W&B summary run from the run directories."""
 from __future__ import annotations
 
 import shlex
+import statistics
 from pathlib import Path
 from typing import Any
 
 from fwi.ablation.plots import make_plots
-from fwi.ablation.results import METRICS, collect, read_csv, read_json, write_csv
+from fwi.ablation.results import METRICS, REFINED_METRICS, collect, has_refined, read_csv, read_json, write_csv
 from fwi.ablation.runner import tail_text
 from fwi.ablation.spec import CELL_CONFIG, Cell
 from fwi.ablation.stats import aggregate, baseline_for, critical_t, difference, pooled_variance
@@ -44,6 +45,17 @@ def hand_command(info: dict[str, Any], cell: Cell) -> str:
 
 def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]],
                   plots: list[str]) -> str:
+    """report.md: the sections below, in order; the after-FWI section only when some run has a refined evaluation."""
+    lines = [*_overview(info, rows), *_per_variant(groups), *_differences(info, rows, groups), *_ranking(groups),
+             *_refined(info, rows, groups), *_failures(info, rows), *_runs(rows)]
+    if plots:
+        lines += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def _overview(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Title, description, whether the baseline learned the salt, findings, preset notes, settings and how to
+    reproduce."""
     name, baseline = info["name"], info["baseline"]
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] == "failed"]
@@ -79,26 +91,33 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
     if info["cells"]:
         lines += ["One cell by hand (here the first):", "", "```", hand_command(info, Cell.from_dict(info["cells"][0])),
                   "```", ""]
+    return lines
 
-    lines += ["## Per variant: mean ± std over seeds", ""]
+
+def _per_variant(groups: list[dict[str, Any]]) -> list[str]:
+    """Mean ± std over seeds of every metric, with size and cost, one row per variant."""
     header = ["variant", "n", *[m[1] for m in METRICS], "params", "GFLOPs", "ms/sample", "source"]
     table = []
     for g in groups:
         table.append([f"`{g['variant']}`", f"{g['n']}/{g['n_cells']}", *[_pm(g, k, s) for k, _, _, s in METRICS],
                       _fmt(g["params"], ",.0f"), _fmt(None if g["flops"] is None else g["flops"] / 1e9, ".3f"),
                       _pm(g, "step_ms", ".2f"), "/".join(g["sources"]) or "–"])
-    lines += _md_table(header, table) + [""]
+    return ["## Per variant: mean ± std over seeds", "", *_md_table(header, table), ""]
 
+
+def _differences(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
+    """Each variant minus its baseline, with the pooled standard error, the t-test star and the paired differences."""
+    baseline = info["baseline"]
     noise = pooled_variance(groups, "mae")
     dof_text = (f"here {noise[1]}: t = {critical_t(noise[1]):.2f}" if noise else
                 "none yet: no variant has two runs")
-    lines += [f"## Difference to the baseline `{baseline}`", "",
-              "Δ = mean(variant) − mean(baseline) ± its standard error s_p √(1/n_v + 1/n_b), s_p² the seed "
-              "variance pooled over every variant with two or more runs (one noise level for all: with two seeds a "
-              "variant's own variance rests on a single degree of freedom); * where |Δ| exceeds Student's t "
-              f"two-sided 5 % critical value for the pooled degrees of freedom ({dof_text}). With two seeds per "
-              "variant read * as a pointer to what deserves more seeds, not as proof. Paired: the per-seed "
-              "differences (same seed in both). Negative ΔMAE / positive ΔSSIM, ΔIoU are improvements.", ""]
+    lines = [f"## Difference to the baseline `{baseline}`", "",
+             "Δ = mean(variant) − mean(baseline) ± its standard error s_p √(1/n_v + 1/n_b), s_p² the seed "
+             "variance pooled over every variant with two or more runs (one noise level for all: with two seeds a "
+             "variant's own variance rests on a single degree of freedom); * where |Δ| exceeds Student's t "
+             f"two-sided 5 % critical value for the pooled degrees of freedom ({dof_text}). With two seeds per "
+             "variant read * as a pointer to what deserves more seeds, not as proof. Paired: the per-seed "
+             "differences (same seed in both). Negative ΔMAE / positive ΔSSIM, ΔIoU are improvements.", ""]
     diff_metrics = [m for m in METRICS if m[0] in ("mae", "mae_ms", "rmse", "ssim", "iou", "data_misfit")]
     header = ["variant", "vs", *[f"Δ{m[1]}" for m in diff_metrics], "paired ΔMAE"]
     table = []
@@ -119,20 +138,102 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
         d = difference(g, ref, rows, "mae", None)
         cells.append(", ".join(f"s{s}: {v:+.4f}" for s, v in d["paired"].items()) if d and d["paired"] else "–")
         table.append(cells)
-    lines += (_md_table(header, table) if table else ["(no finished baseline or no other variant)"]) + [""]
+    return lines + (_md_table(header, table) if table else ["(no finished baseline or no other variant)"]) + [""]
 
-    lines += ["## Ranking", ""]
+
+def _ranking(groups: list[dict[str, Any]]) -> list[str]:
+    """Variants ranked by MAE and by IoU."""
+    lines = ["## Ranking", ""]
     for key, title, higher, spec in (METRICS[0], METRICS[5]):
         ranked = sorted((g for g in groups if g.get(key) is not None), key=lambda g: g[key], reverse=higher)
         lines += [f"By {title} ({'higher' if higher else 'lower'} is better):", ""]
         lines += [f"{i}. `{g['variant']}` {_pm(g, key, spec)}" for i, g in enumerate(ranked, 1)] or ["–"]
         lines += [""]
+    return lines
 
-    lines += ["## Failed cells", ""]
+
+def _refined(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
+    """After FWI refinement: per variant, the network's metrics and the refined ones on the refined models, and the
+    difference to the baseline after refinement; nothing when no run has a refined evaluation."""
+    if not has_refined(rows):
+        return []
+    baseline = info["baseline"]
+    refined = [r for r in rows if r["status"] == "ok" and r.get("fwi_n") is not None]
+    stats = _refined_stats(refined, groups)
+    setups = sorted({r["fwi_setup"] or "?" for r in refined})
+    finished = [r for r in rows if r["status"] == "ok"]
+    missing = [f"`{r['run']}`" for r in finished if r.get("fwi_n") is None]
+    base = stats.get(baseline)
+    lines = ["## After FWI refinement", "",
+             "Does a variant give a better starting model for FWI? Each run's predictions refined by FWI "
+             "(`python -m fwi.evaluate RUN --refine`, `fwi.invert`); network → after FWI on the same refined test "
+             "models, mean ± std over seeds of the per-run means; Δ after FWI = mean(variant) − mean(baseline "
+             f"`{baseline}`) after refinement.", "",
+             "- refinement: " + "; ".join(f"`{s}`" for s in setups)
+             + (" — **mixed settings**, see the `fwi_setup` column of results.csv" if len(setups) > 1 else ""),
+             f"- {len(refined)} of {len(finished)} finished runs refined"
+             + (f"; not refined: {', '.join(missing[:6])}" + (f" and {len(missing) - 6} more" if missing[6:] else "")
+                if missing else ""),
+             "- IoU: the network's salt head before, the refined model's salt mask after (for the `velocity` method "
+             "the cells above the salt velocity threshold); data misfit of each model re-modelled; details per run "
+             "in `<run>/eval-test/refined.md`", ""]
+    header = ["variant", "runs", "models/run", *[f"{m[1]}: network → FWI" for m in REFINED_METRICS],
+              *[f"Δ{m[1]} after FWI" for m in REFINED_METRICS if m[0] in ("mae_ms", "iou")]]
+    table = []
+    for variant, st in stats.items():
+        cells = [f"`{variant}`", str(st["n"]), ", ".join(str(n) for n in st["models"])]
+        for key, _, _, spec in REFINED_METRICS:
+            cells.append(f"{_pm_pair(st[f'{key}_before'], spec)} → {_pm_pair(st[f'{key}_after'], spec)}")
+        for key, _, _, spec in REFINED_METRICS:
+            if key in ("mae_ms", "iou"):
+                a, b = st[f"{key}_after"][0], (base or {}).get(f"{key}_after", (None, None))[0]
+                cells.append("–" if a is None or b is None or variant == baseline else format(a - b, "+" + spec))
+        table.append(cells)
+    lines += _md_table(header, table) + [""]
+    ranked = sorted((v for v in stats if stats[v]["mae_ms_after"][0] is not None),
+                    key=lambda v: stats[v]["mae_ms_after"][0])
+    lines += ["By MAE (m/s) after FWI (lower is better):", ""]
+    lines += [f"{i}. `{v}` {_pm_pair(stats[v]['mae_ms_after'], '.1f')} (network "
+              f"{_pm_pair(stats[v]['mae_ms_before'], '.1f')})" for i, v in enumerate(ranked, 1)] or ["–"]
+    return lines + [""]
+
+
+def _refined_stats(refined: list[dict[str, Any]], groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant with refined runs (in report order): runs, models per run, (mean, std) over seeds of each
+    ``<metric>_before`` / ``<metric>_after``."""
+    stats = {}
+    for g in groups:
+        runs = [r for r in refined if r["variant"] == g["variant"]]
+        if runs:
+            stats[g["variant"]] = {"n": len(runs), "models": sorted({r["fwi_n"] for r in runs}),
+                                   **{f"{k}_{tag}": _mean_std([r.get(f"fwi_{k}_{tag}") for r in runs])
+                                      for k, *_ in REFINED_METRICS for tag in ("before", "after")}}
+    return stats
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _pm_pair(value: tuple[float | None, float | None], spec: str) -> str:
+    mean, std = value
+    if mean is None:
+        return "–"
+    return format(mean, spec) + ("" if std is None else f" ± {format(std, spec)}")
+
+
+def _failures(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Failed cells (exit code, last line of stderr), failed test evaluations and cells not run yet."""
+    run_dir = Path(info["out"]) / info["name"] / "runs"
+    failed = [r for r in rows if r["status"] == "failed"]
+    lines = ["## Failed cells", ""]
     if failed:
         table = []
         for r in failed:
-            err = tail_text(Path(info["out"]) / name / "runs" / r["run"] / "error.txt", 1000).splitlines()
+            err = tail_text(run_dir / r["run"] / "error.txt", 1000).splitlines()
             code = err[0].removeprefix("exit code ") if err else "?"
             last = next((ln for ln in reversed(err) if ln.strip()), "")
             table.append([f"`{r['run']}`", code, last.replace("|", "\\|")[:200]])
@@ -141,26 +242,30 @@ def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list
         lines += ["none"]
     lines += [""]
     eval_failed = []
-    for r in ok:
-        err = tail_text(Path(info["out"]) / name / "runs" / r["run"] / "eval_error.txt", 1000).splitlines()
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        err = tail_text(run_dir / r["run"] / "eval_error.txt", 1000).splitlines()
         if err and r["source"] != "test":
             last = next((ln for ln in reversed(err) if ln.strip()), "")
             eval_failed.append(f"- `{r['run']}`: {last[:200]} (`<run>/eval_error.txt`; delete it to retry)")
     if eval_failed:
         lines += ["Test evaluation failed (validation metrics used instead):", "", *eval_failed, ""]
+    pending = [r for r in rows if r["status"] == "pending"]
     if pending:
         lines += ["Not run yet: " + ", ".join(f"`{r['run']}`" for r in pending), ""]
+    return lines
 
-    lines += ["## Runs", ""]
+
+def _runs(rows: list[dict[str, Any]]) -> list[str]:
+    """One row per cell."""
     header = ["run", "variant", "seed", "status", "source", "MAE", "MAE (m/s)", "SSIM", "IoU", "best epoch",
               "ms/sample"]
-    lines += _md_table(header, [[f"`{r['run']}`", f"`{r['variant']}`", str(r["seed"]), r["status"],
-                                 r["source"] or "–", _fmt(r["mae"], ".4f"), _fmt(r["mae_ms"], ".1f"),
-                                 _fmt(r["ssim"], ".4f"), _fmt(r["iou"], ".4f"), _fmt(r["best_epoch"], "d"),
-                                 _fmt(r["step_ms"], ".2f")] for r in rows]) + [""]
-    if plots:
-        lines += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    return "\n".join(lines)
+    return ["## Runs", "", *_md_table(header, [[f"`{r['run']}`", f"`{r['variant']}`", str(r["seed"]), r["status"],
+                                                r["source"] or "–", _fmt(r["mae"], ".4f"), _fmt(r["mae_ms"], ".1f"),
+                                                _fmt(r["ssim"], ".4f"), _fmt(r["iou"], ".4f"),
+                                                _fmt(r["best_epoch"], "d"), _fmt(r["step_ms"], ".2f")]
+                                               for r in rows]), ""]
 
 
 def _refresh_prose(info: dict[str, Any]) -> None:

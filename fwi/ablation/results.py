@@ -1,5 +1,5 @@
-"""Collecting an ablation's results: per-run metrics (test split, else validation), FLOPs, step time, and
-results.csv (one row per cell) written and read back."""
+"""Collecting an ablation's results: per-run metrics (test split, else validation), FLOPs, step time, the metrics
+before and after FWI refinement where a run has them, and results.csv (one row per cell) written and read back."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ METRICS = (("mae", "MAE", False, ".4f"), ("mae_ms", "MAE (m/s)", False, ".1f"), 
 METRIC_KEYS = tuple(m[0] for m in METRICS)
 COLUMNS = ("run", "variant", "label", "physics", "seed", "kind", "factors", "status", "source", *METRIC_KEYS,
            "params", "flops", "step_ms", "best_epoch", "epochs")
+#: Metrics before (the network) and after FWI refinement (``python -m fwi.evaluate RUN --refine``, the ``refined``
+#: section of ``<run>/eval-test/metrics.json``), on the refined models only: (key, heading, higher is better, format).
+REFINED_METRICS = (("mae_ms", "MAE (m/s)", False, ".1f"), ("ssim", "SSIM", True, ".4f"), ("iou", "IoU", True, ".4f"),
+                   ("data_misfit", "data misfit", False, ".4f"))
+#: Columns results.csv gains when some run has a refined evaluation (``fwi_<metric>_before`` / ``_after``; fwi_n:
+#: models refined, fwi_setup: method, iterations, frequency stages and models, fwi_s_per_model: FWI seconds).
+REFINED_COLUMNS = ("fwi_n", "fwi_setup", *[f"fwi_{m[0]}_{tag}" for m in REFINED_METRICS for tag in ("before", "after")],
+                   "fwi_s_per_model")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -44,6 +52,31 @@ def run_metrics(run_dir: Path) -> tuple[dict[str, float], str]:
     summary = read_json(run_dir / "summary.json") or {}
     return {k: float(summary[f"val/{k}"]) for k in METRIC_KEYS if isinstance(summary.get(f"val/{k}"), (int, float))}, \
         "val"
+
+
+def refined_metrics(run_dir: Path) -> dict[str, Any]:
+    """The run's metrics before and after FWI refinement (`REFINED_COLUMNS`), from the ``refined`` section of its
+    test evaluation; empty when it has none."""
+    ev = read_json(run_dir / "eval-test" / "metrics.json") or {}
+    refined = ev.get("refined")
+    if not isinstance(refined, dict) or not isinstance(refined.get("mean"), dict) or \
+            not isinstance((refined.get("before") or {}).get("mean"), dict):
+        return {}
+    out: dict[str, Any] = {"fwi_n": int(refined.get("n", 0)), "fwi_setup": refined_setup(refined),
+                           "fwi_s_per_model": refined.get("seconds_per_model")}
+    for key, *_ in REFINED_METRICS:
+        for tag, mean in (("before", refined["before"]["mean"]), ("after", refined["mean"])):
+            value = mean.get(key)
+            out[f"fwi_{key}_{tag}"] = float(value) if isinstance(value, (int, float)) else None
+    return out
+
+
+def refined_setup(refined: dict[str, Any]) -> str:
+    """What was refined, in one short line: method, iterations, frequency stages (Hz) and the models."""
+    stages = "/".join("full" if f is None else f"{f:g}" for f in refined.get("schedule") or [])
+    idx = [int(i) for i in refined.get("indices") or []]
+    models = f"{idx[0]}-{idx[-1]}" if idx and idx == list(range(idx[0], idx[-1] + 1)) else " ".join(map(str, idx))
+    return f"{refined.get('method', '?')} {refined.get('iterations', '?')} it {stages} Hz models {models}"
 
 
 def step_ms(run_dir: Path) -> float | None:
@@ -94,10 +127,11 @@ def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": cell.run, "variant": cell.variant, "label": cell.label,
                                "physics": "on" if cell.physics else "off", "seed": cell.seed, "kind": cell.kind,
                                "factors": cell.factors_text(), "status": status, "source": ""}
-        row.update({k: None for k in COLUMNS if k not in row})
+        row.update({k: None for k in (*COLUMNS, *REFINED_COLUMNS) if k not in row})
         if status == "ok":
             metrics, row["source"] = run_metrics(run_dir)
             row.update(metrics)
+            row.update(refined_metrics(run_dir))
             summary = read_json(run_dir / "summary.json") or {}
             row["params"], row["best_epoch"] = summary.get("params"), summary.get("best_epoch")
             row["flops"], row["step_ms"] = run_flops(run_dir), step_ms(run_dir)
@@ -114,12 +148,19 @@ def _read_yaml(path: Path) -> dict | None:
         return None
 
 
+def has_refined(rows: list[dict[str, Any]]) -> bool:
+    """Whether some row holds metrics after FWI refinement."""
+    return any(r.get("fwi_n") is not None for r in rows)
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """results.csv: `COLUMNS`, and `REFINED_COLUMNS` only when some run has a refined evaluation."""
+    columns = (*COLUMNS, *REFINED_COLUMNS) if has_refined(rows) else COLUMNS
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
     write_text(path, buf.getvalue())
 
 
@@ -132,9 +173,9 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
             for k, v in raw.items():
                 if v == "":
                     row[k] = None
-                elif k in (*METRIC_KEYS, "step_ms"):
+                elif k in (*METRIC_KEYS, "step_ms") or (k.startswith("fwi_") and k not in ("fwi_n", "fwi_setup")):
                     row[k] = float(v)
-                elif k in ("seed", "params", "flops", "best_epoch", "epochs"):
+                elif k in ("seed", "params", "flops", "best_epoch", "epochs", "fwi_n"):
                     row[k] = int(float(v))
                 else:
                     row[k] = v

@@ -275,3 +275,70 @@ def test_axis_range_leaves_out_only_far_outliers():
     assert axis_range(near) is None
     assert axis_range([0.14, 0.15, 0.30]) is None  # fewer than 5 values: a spread, not an outlier
     assert axis_range([0.1] * 6 + [0.5]) is None  # zero MAD: no scale to judge by
+
+
+def test_report_shows_metrics_after_fwi_refinement(ablation, tmp_path):
+    """Runs with a refined evaluation (``fwi.evaluate RUN --refine``, real FWI) get the after-FWI columns and report
+    section; without the refined sections the report and results.csv are those of today, byte for byte."""
+    import csv
+    import shutil
+
+    from fwi import evaluate
+    from fwi.ablation.results import COLUMNS, REFINED_COLUMNS
+
+    abl_dir = tmp_path / "tiny"
+    shutil.copytree(ablation["dir"], abl_dir)
+    refined_runs = {"none": "tiny-none-nophys-s0", "se-encskip": "tiny-se-encskip-nophys-s0"}
+    sections = {}
+    for label, run in refined_runs.items():
+        assert evaluate.main([str(abl_dir / "runs" / run), "--device", "cpu", "--no-figures", "--refine",
+                              "--refine-iterations", "2", "--refine-schedule", "full", "--refine-indices", "0:2"]) == 0
+        sections[label] = json.loads((abl_dir / "runs" / run / "eval-test" / "metrics.json").read_text())["refined"]
+    assert ablate.main(["report", str(abl_dir)]) == 0
+    csv_text, report = (abl_dir / "results.csv").read_text(), (abl_dir / "report.md").read_text()
+    assert csv_text.splitlines()[0] == ",".join((*COLUMNS, *REFINED_COLUMNS))
+    rows = {r["run"]: r for r in read_csv(abl_dir / "results.csv")}
+    for label, run in refined_runs.items():
+        r, s = rows[run], sections[label]
+        assert r["source"] == "test" and r["fwi_n"] == 2 and r["fwi_setup"] == "velocity 2 it full Hz models 0-1"
+        for key in ("mae_ms", "ssim", "iou", "data_misfit"):
+            assert r[f"fwi_{key}_before"] == pytest.approx(s["before"]["mean"][key], rel=1e-12)
+            assert r[f"fwi_{key}_after"] == pytest.approx(s["mean"][key], rel=1e-12)
+        assert r["fwi_data_misfit_after"] < r["fwi_data_misfit_before"]  # FWI fitted the data
+    assert all(r["fwi_n"] is None for run, r in rows.items() if run not in refined_runs.values())
+    section = report[report.index("## After FWI refinement"):report.index("## Failed cells")]
+    assert "2 of 4 finished runs refined" in section and "`velocity 2 it full Hz models 0-1`" in section
+    line = next(ln for ln in section.splitlines() if ln.startswith("| `se-encskip` |"))
+    se, none = sections["se-encskip"], sections["none"]
+    assert f"{se['before']['mean']['mae_ms']:.1f} → {se['mean']['mae_ms']:.1f}" in line
+    assert f"{se['before']['mean']['data_misfit']:.4f} → {se['mean']['data_misfit']:.4f}" in line
+    assert line.endswith(f"| {se['mean']['mae_ms'] - none['mean']['mae_ms']:+.1f} | "
+                         f"{se['mean']['iou'] - none['mean']['iou']:+.4f} |")
+    # the refined sections removed: the report loses exactly its after-FWI section, results.csv its columns
+    for run in refined_runs.values():
+        path = abl_dir / "runs" / run / "eval-test" / "metrics.json"
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "refined"},
+                                   indent=1))
+    assert ablate.main(["report", str(abl_dir)]) == 0
+    assert (abl_dir / "report.md").read_text() == report.replace(section, "")
+    plain = (abl_dir / "results.csv").read_text()
+    assert plain.splitlines()[0] == ",".join(COLUMNS)
+    assert list(csv.DictReader(plain.splitlines())) == [
+        {k: v for k, v in r.items() if k in COLUMNS} for r in csv.DictReader(csv_text.splitlines())]
+
+
+def test_recorded_ablation_rebuilds_byte_identically(tmp_path, monkeypatch):
+    """``python -m fwi.ablate report experiments/salt70_attention`` (on a copy) reproduces the committed report,
+    results.csv and figures byte for byte (its runs have no refined evaluation)."""
+    import shutil
+
+    recorded = REPO / "experiments" / "salt70_attention"
+    copy = tmp_path / "salt70_attention"
+    shutil.copytree(recorded, copy)
+    names = ("report.md", "results.csv", "metrics_bars.png", "accuracy_vs_time.png")
+    for name in names:
+        (copy / name).unlink()
+    monkeypatch.chdir(REPO)  # the spec path recorded in ablation.json (re-read for the prose) is relative
+    assert ablate.main(["report", str(copy)]) == 0
+    for name in names:
+        assert (copy / name).read_bytes() == (recorded / name).read_bytes(), name
