@@ -1,0 +1,116 @@
+"""Learning-curve figures and table from the ablation's results.csv (``python -m fwi.ablate report`` writes it).
+
+    python experiments/learning_curve/make_report.py
+
+Writes ``learning_curve.png`` (test MAE, SSIM and salt IoU against the number of training models, mean ± std over
+seeds, log-scaled size axis), ``attention_gain.png`` (each attention variant minus the plain U-Net at the same size
+and seed, mean ± standard error of the paired differences) and ``curve.md`` (the same numbers as a table). Sizes with no
+finished cell are left out; a size with one seed has no error bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+BASE = "none"
+VARIANTS = {"none": "plain U-Net", "ca-skip": "coordinate attention on the skips", "se-encskip": "SE in encoder + skips"}
+METRICS = (("mae_ms", "test MAE (m/s)"), ("ssim", "test SSIM"), ("iou", "test salt IoU"))
+DIGITS = {"mae_ms": 1, "ssim": 4, "iou": 4}
+LABEL = re.compile(r"^(?P<variant>.+)-n(?P<size>\d+)$")
+
+
+def load(path: Path) -> dict[tuple[str, int], dict[int, dict[str, float]]]:
+    """(variant, size) -> seed -> metrics of the finished cells."""
+    out: dict[tuple[str, int], dict[int, dict[str, float]]] = {}
+    for row in csv.DictReader(path.open()):
+        match = LABEL.match(row["label"])
+        if row["status"] != "ok" or not match:
+            continue
+        key = (match["variant"], int(match["size"]))
+        out.setdefault(key, {})[int(row["seed"])] = {k: float(row[k]) for k, _ in METRICS}
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def paired_gain(cells, variant: str, size: int, metric: str) -> tuple[float, float, int]:
+    """Mean and standard error of variant - plain at the same size and seed (NaN SE with one pair)."""
+    ours, base = cells.get((variant, size), {}), cells.get((BASE, size), {})
+    d = [ours[s][metric] - base[s][metric] for s in sorted(set(ours) & set(base))]
+    if not d:
+        return float("nan"), float("nan"), 0
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(np.mean(d)), se, len(d)
+
+
+def _fmt(value: float, spread: float, metric: str, sign: bool = False) -> str:
+    d = DIGITS[metric]
+    text = f"{value:+.{d}f}" if sign else f"{value:.{d}f}"
+    return text if np.isnan(spread) else f"{text} ± {spread:.{d}f}"
+
+
+def main() -> None:
+    cells = load(HERE / "results.csv")
+    sizes = sorted({s for _, s in cells})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    for (metric, title), ax in zip(METRICS, axes):
+        for variant, name in VARIANTS.items():
+            xs = [s for s in sizes if (variant, s) in cells]
+            stats = [mean_std([m[metric] for m in cells[(variant, s)].values()]) for s in xs]
+            ax.errorbar(xs, [m for m, _ in stats], yerr=[0 if np.isnan(e) else e for _, e in stats], marker="o",
+                        capsize=3, label=name)
+        ax.set(xscale="log", xlabel="training models", title=title)
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+    axes[0].legend(fontsize=8)
+    fig.savefig(HERE / "learning_curve.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    lines = ["| variant | models | seeds | ΔMAE (m/s) | ΔSSIM | ΔIoU |", "|---|---|---|---|---|---|"]
+    for variant, name in VARIANTS.items():
+        if variant == BASE:
+            continue
+        for size in sizes:
+            gains = [paired_gain(cells, variant, size, m) for m, _ in METRICS]
+            if gains[0][2]:
+                cols = " | ".join(_fmt(g, se, k, sign=True) for (g, se, _), (k, _) in zip(gains, METRICS))
+                lines.append(f"| {variant} | {size} | {gains[0][2]} | {cols} |")
+        for (metric, title), ax in zip(METRICS, axes):
+            xs = [s for s in sizes if paired_gain(cells, variant, s, metric)[2]]
+            g = [paired_gain(cells, variant, s, metric) for s in xs]
+            ax.errorbar(xs, [m for m, _, _ in g], yerr=[0 if np.isnan(e) else e for _, e, _ in g], marker="o",
+                        capsize=3, label=name)
+    for (metric, title), ax in zip(METRICS, axes):
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(xscale="log", xlabel="training models", title=f"Δ {title} vs plain U-Net")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+    axes[0].legend(fontsize=8)
+    fig.savefig(HERE / "attention_gain.png", dpi=110)
+    plt.close(fig)
+
+    table = ["| variant | models | seeds | MAE (m/s) | SSIM | IoU |", "|---|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        for size in sizes:
+            if (variant, size) in cells:
+                runs = cells[(variant, size)]
+                cols = " | ".join(_fmt(*mean_std([r[k] for r in runs.values()]), k) for k, _ in METRICS)
+                table.append(f"| {variant} | {size} | {len(runs)} | {cols} |")
+    (HERE / "curve.md").write_text("## Test metrics by training-set size (mean ± std over seeds)\n\n"
+                                   + "\n".join(table) + "\n\n## Attention gain (variant − plain U-Net, same size and "
+                                   "seed; mean ± SE of the paired differences)\n\n" + "\n".join(lines) + "\n")
+    print(f"{len(cells)} (variant, size) points; wrote learning_curve.png, attention_gain.png, curve.md")
+
+
+if __name__ == "__main__":
+    main()
