@@ -27,7 +27,7 @@ RESERVED = {"name": "the cell names are derived from the labels", "out": "use --
             "group": "the group is the ablation name", "seed": "use the seeds factor",
             "resume": "finished cells are skipped and interrupted ones resumed automatically",
             "overwrite": "delete the cell's run directory to retrain it",
-            "physics_weight": "use the physics factor and the spec's physics_weight"}
+            "physics_weight": "use the physics factor and the spec's physics_weight (a variant may set its own)"}
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 #: File name of a cell's resolved config inside its run directory.
 CELL_CONFIG = "cell.yaml"
@@ -57,9 +57,10 @@ def _check_overrides(data: Any, where: str, allow_label: bool = False) -> dict[s
     """A dict of flat config fields (plus ``label`` for a variant); unknown or reserved keys are errors."""
     data = {} if data is None else data
     for key in data if isinstance(data, dict) else ():
-        if key in RESERVED:
+        if key in RESERVED and not (allow_label and key == "physics_weight"):
             raise ValueError(f"{where} sets {key!r}, which the ablation sets for each cell ({RESERVED[key]})")
-    valid = [*(["label"] if allow_label else []), *(k for k in override_fields() if k not in RESERVED)]
+    valid = [*(["label", "physics_weight"] if allow_label else []),
+             *(k for k in override_fields() if k not in RESERVED)]
     return dict(_check_keys(data, valid, where))
 
 
@@ -228,10 +229,14 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
     physics_overrides = _check_overrides(spec.get("physics_overrides"), "physics_overrides")
     physics_weight = spec.get("physics_weight")
     cells, variants = _cells(spec)
-    if any(c.physics for c in cells):
-        if isinstance(physics_weight, bool) or not isinstance(physics_weight, (int, float)) or physics_weight <= 0:
-            raise ValueError(f"cells with physics: true need a positive top-level physics_weight, got "
-                             f"{physics_weight!r}")
+    for cell in cells:
+        weight = cell.factors.get("physics_weight", physics_weight)
+        if cell.physics and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0):
+            raise ValueError(f"cells with physics: true need a positive physics_weight (top level, or the variant's "
+                             f"own), got {weight!r} for variant {cell.label!r}")
+        if not cell.physics and "physics_weight" in cell.factors:
+            raise ValueError(f"variant {cell.label!r} sets physics_weight but has cells without physics: give it "
+                             "physics: true")
     runs_dir = Path(out) / name / "runs"
     seen: dict[str, Cell] = {}
     for cell in cells:
@@ -240,11 +245,11 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
             raise ValueError(f"two cells resolve to the same run {cell.run!r} (variant {cell.label!r}, seed "
                              f"{cell.seed}); remove the duplicate from grid/extra")
         seen[cell.run] = cell
-        merged = {**overrides, **cell.factors}
-        if cell.physics:
-            merged.update(physics_overrides)
+        merged = {**overrides, **(physics_overrides if cell.physics else {}),
+                  **{k: v for k, v in cell.factors.items() if k != "physics_weight"}}  # the variant's own win
         tags = [*merged.pop("tags", ()), f"ablation:{name}", f"variant:{cell.variant}"]
-        merged.update(seed=cell.seed, physics_weight=float(physics_weight) if cell.physics else 0.0,
+        weight = cell.factors.get("physics_weight", physics_weight)
+        merged.update(seed=cell.seed, physics_weight=float(weight) if cell.physics else 0.0,
                       name=cell.run, out=str(runs_dir), group=name, tags=tags, wandb=mode)
         merged.setdefault("progress", False)  # the child's output goes to a log file
         where = f"variant {cell.label!r} (seed {cell.seed}, physics {'on' if cell.physics else 'off'})"
