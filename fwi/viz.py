@@ -158,6 +158,26 @@ def attention_maps(maps: Sequence[tuple[str, Sequence]], ncols: int = 4, cmap: s
     return fig
 
 
+def fwi_convergence(history: Sequence[dict], title: str = "") -> Figure:
+    """FWI convergence (`fwi.invert` history records): mean stage misfit (the low-passed data of each frequency
+    stage, log scale) and mean MAE per iteration, with the frequency stage changes dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    it = [h["iteration"] for h in history]
+    if it:
+        axes[0].semilogy(it, [np.mean(h["misfit"]) for h in history])
+        if "mae_ms" in history[0]:
+            axes[1].plot(it, [np.mean(h["mae_ms"]) for h in history])
+        for h, prev in zip(history[1:], history):
+            if h["stage"] != prev["stage"]:
+                for ax in axes:
+                    ax.axvline(prev["iteration"] + 0.5, color="0.7", lw=0.8, ls="--")
+    axes[0].set(xlabel="iteration", ylabel="stage misfit (mean)")
+    axes[1].set(xlabel="iteration", ylabel="MAE (m/s, mean)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def to_png(fig: Figure, dpi: int = 90, close: bool = True) -> bytes:
     """The figure as PNG bytes (closed afterwards unless ``close=False``)."""
     import io

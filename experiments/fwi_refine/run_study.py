@@ -1,90 +1,204 @@
-"""The recorded FWI-refinement study (experiments/fwi_refine/README.md): methods x starts on salt70-geometry test models.
+"""The recorded FWI-refinement study (experiments/fwi_refine/README.md): starts x methods on salt70-geometry models.
 
-    python experiments/fwi_refine/run_study.py --run /tmp/study/runs/unet-ca-skip-s0 --n 4 --iterations 8
+    python experiments/fwi_refine/run_study.py --tag test24 --split test --indices 0:24 --iterations 30 \
+        --run unet=runs/salt70_attention-none-nophys-s0 --run ca-skip=runs/salt70_attention-ca-skip-nophys-s0 \
+        --methods plain-l2,+multiscale,+precond,salt-fill,+salt-pin,+salt-flood,network-prior --refs
 
-Appends one row per (start, method) to results/study.csv and writes results/<start>-<method>.json as it goes.
+Every (start, method) job writes ``results/<tag>/<start>__<method>.json`` (per-model metrics before/after, the
+per-iteration history, seconds) when it finishes; a job whose JSON exists with the same settings and models is
+skipped, and an interrupted job resumes from its state file (``results/<tag>/state/``), so the study completes across
+sessions. ``results/<tag>/study.csv`` is rebuilt from the JSON files after every job. Models are refined in chunks of
+``--chunk`` (deepwave models a whole chunk in one call; memory grows with it).
+
+Methods (``METHODS``): each is a set of `fwi.invert.RefineConfig` fields, applied to the network's prediction (or a
+reference start); ``salt-fill`` is not FWI: the network's velocity with the confident salt cells set to the salt
+velocity, the zero-cost use of the salt head that the physics must beat.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 
-from fwi.invert import RefineConfig, refine
+from fwi.atomic import write_text
+from fwi.data.store import read_info
+from fwi.invert import RefineConfig, refine_batches
+from fwi.invert.core import score
 from fwi.invert.starts import network_start, smooth_start, trend_start
+from fwi.metrics import data_misfit
+from fwi.run import load_run
 
-OUT = Path(__file__).resolve().parent / "results"
-PRE = dict(smooth_sigma=2.0, mute_cells=2, illumination=True)
-METHODS = {
+HERE = Path(__file__).resolve().parent
+MULTISCALE = dict(schedule=(4.0, 8.0, 12.0, None))
+PRECOND = dict(smooth_sigma=2.0, mute_cells=2, illumination=True)
+SALT_VELOCITY = 4500.0  # fwi.data.geology draws salt at 4400-4600 m/s
+#: name -> RefineConfig fields (plus "start": how the start is changed before FWI: "salt-flood").
+METHODS: dict[str, dict[str, Any]] = {
     "plain-l2": dict(schedule=(None,)),
-    "+multiscale": dict(schedule=(4.0, 8.0, 12.0, None)),
-    "+precond": dict(schedule=(4.0, 8.0, 12.0, None), **PRE),
-    "+salt-pin": dict(schedule=(4.0, 8.0, 12.0, None), **PRE, param="salt_pin", salt_confidence=0.5),
-    "network-prior": dict(schedule=(4.0, 8.0, 12.0, None), smooth_sigma=2.0, mute_cells=2, param="network",
-                          network_lr=1e-5),
-    "+precond-lbfgs": dict(schedule=(4.0, 8.0, 12.0, None), **PRE, optimizer="lbfgs"),
+    "+multiscale": dict(MULTISCALE),
+    "+precond": dict(MULTISCALE, **PRECOND),
+    "+precond-lbfgs": dict(MULTISCALE, **PRECOND, optimizer="lbfgs"),
+    "+tv": dict(MULTISCALE, **PRECOND, tv_weight=1e-3),
+    "+envelope": dict(MULTISCALE, **PRECOND, misfit="envelope"),
+    "+salt-pin": dict(MULTISCALE, **PRECOND, param="salt_pin", salt_confidence=0.5),
+    "+salt-soft": dict(MULTISCALE, **PRECOND, param="salt_soft"),
+    "+salt-flood": dict(MULTISCALE, **PRECOND, start="salt-flood"),
+    "network-prior": dict(MULTISCALE, smooth_sigma=2.0, mute_cells=2, param="network", network_lr=1e-5),
+    "salt-fill": dict(start="salt-flood", iterations=0),
 }
-DEFAULT_METHODS = ["plain-l2", "+multiscale", "+precond", "+salt-pin", "network-prior"]
+REFERENCE_METHOD = "+precond"
+
+
+def salt_flood(start: torch.Tensor, prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The start with the cells the salt head calls salt (p > threshold) set to the salt velocity (m/s)."""
+    return torch.where(prob > threshold, torch.full_like(start, SALT_VELOCITY), start)
+
+
+def load_models(data: str, split: str, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw gathers (B, S, T, R), true velocity (B, nz, nx) and salt mask (B, nz, nx) of ``indices`` of ``split``."""
+    with h5py.File(data, "r") as f:
+        g = f[split]
+        return (torch.from_numpy(np.stack([g["gathers"][i] for i in indices])).float(),
+                torch.from_numpy(np.stack([g["velocity"][i, 0] for i in indices])).float(),
+                torch.from_numpy(np.stack([g["salt_mask"][i, 0] for i in indices])).float())
+
+
+def job_key(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def starting_models(run, start_name: str, data: str, observed: torch.Tensor, truth: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Start velocity (B, nz, nx) m/s, salt probability and salt logits (None for the reference starts)."""
+    if start_name == "smooth-true":
+        return smooth_start(truth, 5.0), None, None
+    if start_name == "trend":
+        return trend_start(data, len(truth)), None, None
+    return network_start(run, observed)
+
+
+def run_job(run, start_name: str, method: str, data: str, split: str, indices: list[int], iterations: int,
+            out: Path, chunk: int) -> dict[str, Any]:
+    """Refine the models of ``indices`` from ``start_name`` with ``method``; per-model results and history."""
+    fields = dict(METHODS[method])
+    start_kind = fields.pop("start", None)
+    iters = fields.pop("iterations", iterations)
+    observed, truth, mask = load_models(data, split, indices)
+    survey = read_info(data).survey
+    start, prob, logits = starting_models(run, start_name, data, observed, truth)
+    changed = salt_flood(start, prob) if start_kind == "salt-flood" else start
+    if iters == 0:  # not FWI: score the changed start against the start
+        t0 = time.perf_counter()
+        before, after = (score(v, truth, mask, run.normalizer, logits) for v in (start, changed))
+        res = {"misfit_before": data_misfit(start, observed, survey).numpy(),
+               "misfit_after": data_misfit(changed, observed, survey).numpy(),
+               **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
+        seconds, history = time.perf_counter() - t0, []
+    else:
+        cfg = RefineConfig(iterations=iters, **fields)
+        r = refine_batches(run, observed, changed, prob, cfg, batch_size=chunk, truth=truth, truth_mask=mask,
+                           normalizer=run.normalizer, start_salt_logits=logits,
+                           state_dir=out / "state" / f"{start_name}__{method}", desc=f"{start_name} {method}")
+        # "before" is the network's start, also for a changed start (salt flood): what the method is measured against
+        before = score(start, truth, mask, run.normalizer, logits)
+        res = {"misfit_before": data_misfit(start, observed, survey).numpy(), "misfit_after": r.misfit_after,
+               **{f"{k}_before": v for k, v in before.items()},
+               **{f"{k}_after": v for k, v in r.metrics_after.items()}}
+        seconds, history = r.seconds, r.history
+    per_model = {k: np.asarray(v, dtype=float).tolist() for k, v in res.items()}
+    return {"per_model": per_model, "history": history, "seconds": seconds,
+            "seconds_per_model": seconds / len(indices), "iterations": iters}
+
+
+def summarise(result: dict[str, Any]) -> dict[str, float]:
+    pm = result["per_model"]
+    out = {k: float(np.mean(v)) for k, v in pm.items()}
+    out["misfit_ratio"] = out["misfit_before"] / max(out["misfit_after"], 1e-12)
+    out["mae_change"] = out["mae_ms_after"] / out["mae_ms_before"] - 1
+    # paired standard error of the MAE change over the models
+    d = np.asarray(pm["mae_ms_after"]) - np.asarray(pm["mae_ms_before"])
+    out["mae_delta_se"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return out
+
+
+CSV_FIELDS = ["start", "method", "n", "iterations", "mae_ms_before", "mae_ms_after", "mae_change", "mae_delta_se",
+              "ssim_before", "ssim_after", "iou_before", "iou_after", "misfit_before", "misfit_after",
+              "misfit_ratio", "seconds_per_model"]
+
+
+def write_csv(out: Path) -> None:
+    rows = []
+    for path in sorted(out.glob("*__*.json")):
+        r = json.loads(path.read_text())
+        s = summarise(r)
+        rows.append({"start": r["start"], "method": r["method"], "n": len(r["indices"]),
+                     "iterations": r["iterations"], "seconds_per_model": r["seconds_per_model"],
+                     **{k: s[k] for k in CSV_FIELDS if k in s}})
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows.sort(key=lambda r: (r["start"] in ("smooth-true", "trend"), r["start"], order.get(r["method"], 99)))
+    lines = [",".join(CSV_FIELDS)]
+    for r in rows:
+        lines.append(",".join(f"{r[k]:.5g}" if isinstance(r[k], float) else str(r[k]) for k in CSV_FIELDS))
+    write_text(out / "study.csv", "\n".join(lines) + "\n")
+
+
+def parse_indices(text: str) -> list[int]:
+    if ":" in text:
+        a, b = text.split(":")
+        return list(range(int(a), int(b)))
+    return [int(t) for t in text.split(",")]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--run", required=True)
-    p.add_argument("--data", default="data/quick.h5")
-    p.add_argument("--n", type=int, default=4)
-    p.add_argument("--iterations", type=int, default=8)
-    p.add_argument("--refs", action="store_true")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR of a network start (repeatable)")
+    p.add_argument("--data", default="data/ablation70.h5")
+    p.add_argument("--split", default="test")
+    p.add_argument("--indices", default="0:24")
+    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m not in ("+precond-lbfgs",)))
+    p.add_argument("--refs", action="store_true", help="also the smoothed true model and the 1D trend (+precond)")
+    p.add_argument("--tag", required=True, help="results/<tag>/: one study (e.g. val8-tune, test24)")
+    p.add_argument("--chunk", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    torch.set_num_threads(2)
-    try:
-        from fwi.run import load_run
-    except ImportError:
-        from fwi.evaluate import load_run
-
-    run = load_run(args.run)
-    with h5py.File(args.data, "r") as f:
-        g = torch.from_numpy(f["test/gathers"][:args.n])
-        v = torch.from_numpy(f["test/velocity"][:args.n, 0])
-        m = torch.from_numpy(f["test/salt_mask"][:args.n, 0]).float()
-    start, prob, logits = network_start(run, g)
-    jobs = [(run.name, name, start, METHODS[name]) for name in args.methods.split(",") if name]
+    torch.set_num_threads(args.threads)
+    out = HERE / "results" / args.tag
+    out.mkdir(parents=True, exist_ok=True)
+    indices = parse_indices(args.indices)
+    runs = dict(item.split("=", 1) for item in args.run)
+    jobs = [(label, m) for label in runs for m in args.methods.split(",") if m]
     if args.refs:
-        jobs += [("smooth-true", "+precond", smooth_start(v, 5.0), METHODS["+precond"]),
-                 ("trend", "+precond", trend_start(args.data, args.n), METHODS["+precond"])]
-    OUT.mkdir(parents=True, exist_ok=True)
-    csv_path = OUT / "study.csv"
-    fields = ["start", "method", "n", "iterations", "mae_before", "mae_after", "ssim_before", "ssim_after",
-              "iou_before", "iou_after", "misfit_before", "misfit_after", "misfit_ratio", "s_per_model"]
-    new = not csv_path.exists()
-    for start_name, method, s0, kw in jobs:
-        cfg = RefineConfig(iterations=args.iterations, **kw)
-        net = start_name == run.name
-        t = time.time()
-        r = refine(run, g, s0, prob if net else None, cfg, truth=v, truth_mask=m,
-                   start_salt_logits=logits if net else None, progress=False)
-        s = r.summary()
-        row = {"start": start_name, "method": method, "n": args.n, "iterations": args.iterations,
-               "mae_before": s["mae_ms_before"], "mae_after": s["mae_ms_after"], "ssim_before": s["ssim_before"],
-               "ssim_after": s["ssim_after"], "iou_before": s["iou_before"], "iou_after": s["iou_after"],
-               "misfit_before": s["misfit_before"], "misfit_after": s["misfit_after"],
-               "misfit_ratio": s["misfit_before"] / max(s["misfit_after"], 1e-12),
-               "s_per_model": (time.time() - t) / args.n}
-        with open(csv_path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            if new:
-                w.writeheader()
-                new = False
-            w.writerow({k: (f"{x:.4g}" if isinstance(x, float) else x) for k, x in row.items()})
-        (OUT / f"{start_name}-{method}.json").write_text(json.dumps({**s, "history": r.history}, indent=1))
-        print(row, flush=True)
+        jobs += [("smooth-true", REFERENCE_METHOD), ("trend", REFERENCE_METHOD)]
+    first_run = load_run(next(iter(runs.values())))
+    for start_name, method in jobs:
+        if method not in METHODS:
+            raise SystemExit(f"error: unknown method {method!r}; valid: {', '.join(METHODS)}")
+        run = load_run(runs[start_name]) if start_name in runs else first_run
+        settings = {"start": start_name, "run": str(runs.get(start_name, "")), "method": method,
+                    "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in METHODS[method].items()},
+                    "data": args.data, "split": args.split, "indices": indices, "iterations": args.iterations}
+        path = out / f"{start_name}__{method}.json"
+        if path.exists() and json.loads(path.read_text()).get("key") == job_key(settings):
+            print(f"{path.name}: done, skipped", flush=True)
+            continue
+        result = run_job(run, start_name, method, args.data, args.split, indices, args.iterations, out, args.chunk)
+        write_text(path, json.dumps({**settings, "key": job_key(settings), **result}))
+        write_csv(out)
+        s = summarise(result)
+        print(f"{start_name} {method}: MAE {s['mae_ms_before']:.1f} -> {s['mae_ms_after']:.1f} m/s "
+              f"({100 * s['mae_change']:+.1f} %), IoU {s['iou_before']:.3f} -> {s['iou_after']:.3f}, misfit "
+              f"{s['misfit_before']:.3f} -> {s['misfit_after']:.3f} ({s['misfit_ratio']:.2f}x), "
+              f"{result['seconds_per_model']:.1f} s/model", flush=True)
 
 
 if __name__ == "__main__":

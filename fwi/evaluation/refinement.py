@@ -13,13 +13,14 @@ from fwi import viz
 from fwi.data.dataset import SALT_THRESHOLD, FWIDataset
 from fwi.evaluation.refine_settings import _stored_config
 from fwi.evaluation.results import Evaluation, summarize
-from fwi.invert import RefineConfig, refine
+from fwi.invert import RefineConfig, refine_batches
 from fwi.metrics import data_misfit
 from fwi.scoring import METRICS, sample_scores
 
 
-#: Models per `fwi.invert.refine` call: deepwave keeps the wavefields of every shot of the batch for the gradient
-#: (about 0.5 GB per salt70 model), and Adam steps each model on its own, so the size does not change the result.
+#: Models per `fwi.invert.refine` call (`fwi.invert.refine_batches`): deepwave keeps the wavefields of every shot of the
+#: batch for the gradient (about 0.5 GB per salt70 model), and Adam steps each model on its own, so the size does not
+#: change the result.
 REFINE_BATCH = 4
 #: Metrics of the side-by-side table: (key, heading, higher is better, format).
 REFINE_TABLE = (("mae_ms", "MAE (m/s)", False, ".1f"), ("rmse_ms", "RMSE (m/s)", False, ".1f"),
@@ -140,23 +141,8 @@ class Refinement:
 
     def convergence_figure(self):
         """Mean stage misfit (the low-passed data of each frequency stage) and mean MAE per iteration."""
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-        it = [h["iteration"] for h in self.history]
-        if it:
-            axes[0].semilogy(it, [np.mean(h["misfit"]) for h in self.history])
-            if "mae_ms" in self.history[0]:
-                axes[1].plot(it, [np.mean(h["mae_ms"]) for h in self.history])
-            for h, prev in zip(self.history[1:], self.history):
-                if h["stage"] != prev["stage"]:
-                    for ax in axes:
-                        ax.axvline(prev["iteration"] + 0.5, color="0.7", lw=0.8, ls="--")
-        axes[0].set(xlabel="iteration", ylabel="stage misfit (mean)")
-        axes[1].set(xlabel="iteration", ylabel="MAE (m/s, mean)")
-        fig.suptitle(f"{self.evaluation.run.name}: FWI from the network's prediction ({len(self)} model(s))",
-                     fontsize=9)
-        return fig
+        return viz.fwi_convergence(self.history, f"{self.evaluation.run.name}: FWI from the network's prediction "
+                                                 f"({len(self)} model(s))")
 
 
 def _ranges(index: Sequence[int]) -> str:
@@ -173,20 +159,6 @@ def _ranges(index: Sequence[int]) -> str:
         parts.append(str(start) if start == prev else f"{start}-{prev}")
         start = prev = i
     return ", ".join(parts)
-
-
-def _merge_history(histories: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per-iteration records of batches refined one after the other as one record list over all their models."""
-    merged = []
-    for entries in zip(*histories):
-        entry = dict(entries[0])
-        for key in ("misfit", "mae_ms", "ssim", "iou"):
-            if key in entry:
-                entry[key] = [x for e in entries for x in e[key]]
-        entry["seconds"] = sum(e["seconds"] for e in entries)
-        entry["n_evals"] = sum(e["n_evals"] for e in entries)
-        merged.append(entry)
-    return merged
 
 
 def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, indices: Sequence[int] | None = None,
@@ -214,30 +186,30 @@ def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, ind
     positions = np.array([where[i] for i in chosen])
     raw = FWIDataset(info.path, evaluation.meta["split"], normalize=False, time_decimation=config.time_decimation)
     bounds = (config.vmin, config.upper(info.survey))
-    velocity, salt, scores, histories, seconds, iterations = [], [], [], [], 0.0, 0
-    for first in range(0, len(positions), batch_size):
-        chunk = positions[first:first + batch_size]
+    chunks = [positions[first:first + batch_size] for first in range(0, len(positions), batch_size)]
+    starts, logits = [], []
+    for chunk in chunks:  # the network's predictions, in the refinement's chunks
         out = run.predict(evaluation.inputs(chunk))
-        start = run.normalizer.velocity_inverse(out["velocity"][:, 0]).clamp(*bounds).cpu()
-        logits = out["salt_logits"][:, 0].cpu()
-        observed = torch.stack([raw[int(evaluation.index[p])]["gathers"] for p in chunk])
-        result = refine(run if config.param == "network" else info.survey, observed, start, torch.sigmoid(logits),
-                        config, truth=torch.from_numpy(evaluation.true_velocity[chunk]),
-                        truth_mask=torch.from_numpy(evaluation.true_mask[chunk]).float(), normalizer=run.normalizer,
-                        start_salt_logits=logits, device=run.device, progress=progress,
-                        desc=f"FWI {run.name} {first + 1}-{first + len(chunk)}/{len(positions)}")
-        v, salt_variable = torch.from_numpy(result.velocity), result.salt_prob is not None
-        salt_logits = (v - SALT_THRESHOLD if not salt_variable else
-                       torch.logit(torch.from_numpy(result.salt_prob).clamp(1e-6, 1 - 1e-6)))
-        scores.append(score_models(evaluation, chunk, v, salt_logits))
-        velocity.append(result.velocity.astype(np.float32))
-        salt.append((salt_logits > 0).numpy().astype(np.uint8))
-        histories.append(result.history)
-        seconds, iterations = seconds + result.seconds, result.iterations
+        starts.append(run.normalizer.velocity_inverse(out["velocity"][:, 0]).clamp(*bounds).cpu())
+        logits.append(out["salt_logits"][:, 0].cpu())
+    start, start_logits = torch.cat(starts), torch.cat(logits)
+    observed = torch.stack([raw[int(evaluation.index[p])]["gathers"] for p in positions])
+    result = refine_batches(run if config.param == "network" else info.survey, observed, start,
+                            torch.sigmoid(start_logits), config, batch_size=batch_size,
+                            truth=torch.from_numpy(evaluation.true_velocity[positions]),
+                            truth_mask=torch.from_numpy(evaluation.true_mask[positions]).float(),
+                            normalizer=run.normalizer, start_salt_logits=start_logits, device=run.device,
+                            progress=progress, desc=f"FWI {run.name}")
+    v, salt_variable = torch.from_numpy(result.velocity), result.salt_prob is not None
+    salt_logits = (v - SALT_THRESHOLD if not salt_variable else
+                   torch.logit(torch.from_numpy(result.salt_prob).clamp(1e-6, 1 - 1e-6)))
+    scores = [score_models(evaluation, chunk, v[first:first + len(chunk)], salt_logits[first:first + len(chunk)])
+              for first, chunk in zip(range(0, len(positions), batch_size), chunks)]  # scored in the same chunks
     after = {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}
     rule = (f"the salt variable of the `{config.param}` parameterisation (p > 0.5)" if salt_variable else
             f"velocity > {SALT_THRESHOLD:g} m/s")
     return Refinement(evaluation=evaluation, positions=positions, index=evaluation.index[positions],
                       before={k: values[positions] for k, values in evaluation.metrics.items()}, after=after,
-                      velocity=np.concatenate(velocity), salt_mask=np.concatenate(salt), config=config,
-                      seconds=seconds, iterations=iterations, history=_merge_history(histories), salt_rule=rule)
+                      velocity=result.velocity.astype(np.float32), salt_mask=(salt_logits > 0).numpy().astype(np.uint8),
+                      config=config, seconds=result.seconds, iterations=result.iterations, history=result.history,
+                      salt_rule=rule)

@@ -6,8 +6,10 @@
 Starts: ``run:RUNDIR`` (the network's prediction, and its salt head for --param salt_pin / salt_soft / network),
 ``smooth:SIGMA`` (the true model smoothed by SIGMA cells), ``file:PATH`` (.npy / .h5 / .sgy, as fwi.evaluate reads
 them), ``trend`` (the train split's mean v(z)). Outputs in --out: refined.npy, refined.h5 (/<split>/velocity and
-salt_mask in the dataset layout), metrics.json, history.jsonl, convergence.png, before_after.png, optional SEG-Y
-(--segy); all written atomically, at the end. state.pt is the resumable state: a rerun continues.
+salt_mask in the dataset layout), metrics.json, history.jsonl, convergence.png, before.png, after.png, optional
+SEG-Y (--segy); all written atomically, at the end. The models are refined --batch-size at a time (deepwave's memory
+grows with the models refined at once; Adam and SGD give the same models whatever the size, L-BFGS couples the models
+of a batch through its line search), each batch with its resumable state in state/: a rerun continues.
 Bad input (grid, NaN, out-of-range velocity, gathers that do not match the survey, iterations <= 0, a cut-off above
 Nyquist) prints one ``error:`` line, exits 2 and writes nothing.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,8 +32,11 @@ from fwi.cli import friendly_errors
 from fwi.data.store import read_info
 from fwi.data.transforms import Normalizer
 from fwi.distributed import resolve_device
-from fwi.invert.core import RefineConfig, check_inputs, refine
+from fwi.invert.batches import refine_batches
+from fwi.invert.core import RefineConfig, check_inputs
 from fwi.invert.starts import network_start, smooth_start, trend_start
+from fwi.io.velocity_files import load_velocity_file
+from fwi.run import load_run
 
 
 def parse_indices(text: str, n: int) -> list[int]:
@@ -61,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", required=True, help="run:RUNDIR | smooth:SIGMA | file:PATH | trend")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="models per deepwave call (memory grows with it; ~0.5 GB per salt70 model)")
     p.add_argument("--schedule", type=parse_schedule, default=(4.0, 8.0, 12.0, None))
     p.add_argument("--segy", action="store_true", help="also write one SEG-Y velocity file per model")
-    p.add_argument("--overwrite", action="store_true", help="discard a previous state.pt")
+    p.add_argument("--overwrite", action="store_true", help="discard the resumable states of a previous run")
     defaults = RefineConfig()
     for f in dataclasses.fields(RefineConfig):
         if f.name in ("schedule",):
@@ -85,22 +92,12 @@ def _start(spec: str, data: Path, split: str, idx: list[int], gathers: torch.Ten
            device: torch.device):
     kind, _, arg = spec.partition(":")
     if kind == "run":
-        try:
-            from fwi.run import load_run
-        except ImportError:  # before the move out of fwi.evaluate
-            from fwi.evaluate import load_run
-
         run = load_run(arg, device)
         v, prob, logits = network_start(run, gathers)
         return run, v, prob, logits
     if kind == "smooth":
         return None, smooth_start(velocity, float(arg)), None, None
     if kind == "file":
-        try:
-            from fwi.io.velocity_files import load_velocity_file
-        except ImportError:
-            from fwi.evaluate import load_velocity_file
-
         arr, _ = load_velocity_file(arg, split=split)
         if len(arr) not in (1, len(idx)):
             raise ValueError(f"{arg} holds {len(arr)} models, expected 1 or {len(idx)} (one per index)")
@@ -120,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     info = read_info(args.data)
     survey = info.survey
     config.validate(survey)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if config.time_decimation != 1:
         raise ValueError("--time-decimation: the dataset holds full-rate gathers; use 1")
     idx = parse_indices(args.indices, info.sizes.get(args.split, 0)) if args.split in info.sizes else None
@@ -135,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     check_inputs(survey, gathers, start, prob, config)  # everything is checked before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    state = out / "state.pt"
+    states = out / "state"
     if args.overwrite:
-        state.unlink(missing_ok=True)
+        shutil.rmtree(states, ignore_errors=True)
     normalizer = Normalizer.from_dict(info.normalisation) if run is None else run.normalizer
-    result = refine(run if run is not None else survey, gathers, start, prob, config, truth=velocity,
-                    truth_mask=mask, normalizer=normalizer, start_salt_logits=logits, state_path=state,
-                    device=device, desc="fwi.invert")
+    result = refine_batches(run if run is not None else survey, gathers, start, prob, config,
+                            batch_size=args.batch_size, truth=velocity, truth_mask=mask, normalizer=normalizer,
+                            start_salt_logits=logits, state_dir=states, device=device, desc="fwi.invert")
     write_outputs(out, result, args.split, idx, survey, velocity.numpy(), mask.numpy(), args.segy)
     s = result.summary()
     print(f"{len(idx)} model(s), {result.iterations} iterations, {s['seconds_per_model']:.1f} s/model: data misfit "
@@ -176,16 +175,7 @@ def write_outputs(out: Path, result, split: str, idx: list[int], survey, truth: 
             with atomic_path(out / f"refined-{i}.sgy") as tmp:
                 write_velocity(tmp, model, survey.dx, overwrite=True)
     write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in result.history))
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    it = [h["iteration"] for h in result.history]
-    if it:
-        axes[0].semilogy(it, [np.mean(h["misfit"]) for h in result.history])
-        if "mae_ms" in result.history[0]:
-            axes[1].plot(it, [np.mean(h["mae_ms"]) for h in result.history])
-    axes[0].set(xlabel="iteration", ylabel="stage misfit (mean)")
-    axes[1].set(xlabel="iteration", ylabel="MAE (m/s)")
+    fig = viz.fwi_convergence(result.history, f"FWI of {len(v)} model(s)")
     with atomic_path(out / "convergence.png") as tmp:
         viz.save(fig, tmp)
     k = min(4, len(v))

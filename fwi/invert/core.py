@@ -50,6 +50,7 @@ class RefineConfig:
     depth_power: float = 0.0  # gradient x (z / z_max)^p
     mute_cells: int = 0  # zero the gradient in the top rows (sources / receivers)
     illumination: bool = False  # divide the gradient by the source pseudo-Hessian
+    grad_quantile: float = 0.0  # > 0: normalise each model's gradient by this quantile of |g|, clipped to [-1, 1]
     tv_weight: float = 0.0  # total-variation regularisation weight (on km/s)
     vmin: float = 1400.0
     vmax: float | None = None  # default: the survey's max_velocity (never above it)
@@ -89,6 +90,8 @@ class RefineConfig:
         for name in ("lr", "network_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.grad_quantile < 1:
+            raise ValueError(f"grad_quantile must lie in [0, 1) (0 = off), got {self.grad_quantile}")
         for name in ("smooth_sigma", "tv_weight", "mute_cells"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -138,7 +141,7 @@ class RefineResult:
     misfit_before: np.ndarray  # (B,) relative full-band L2 data misfit ||d(v) - d_obs|| / ||d_obs||
     misfit_after: np.ndarray
     seconds: float  # wall time of the iterations (all models)
-    n_evals: int  # forward + backward evaluations (each of all B models)
+    n_evals: int  # forward + backward evaluations (each of all models of a call; refine_batches sums its chunks')
     iterations: int  # iterations done so far
     complete: bool
     config: dict[str, Any]
@@ -310,7 +313,7 @@ def refine(run: Any, observed_raw: torch.Tensor, start_velocity: torch.Tensor, s
     param = build_param(config, start, prob, vmax, net_run, net_inputs)
     precond = Preconditioner(config.smooth_sigma, config.depth_power, config.mute_cells,
                              source_illumination(start.clamp(config.vmin, vmax), survey) if config.illumination
-                             else None)
+                             else None, quantile=config.grad_quantile)
     misfit_fn = get_misfit(config.misfit)
     dt_data = survey.dt * config.time_decimation
     memory = dict(storage_mode=config.storage_mode, storage_compression=config.storage_compression,

@@ -1,5 +1,6 @@
-"""Optimisers for FWI, by name: ``adam`` (Kingma & Ba, 2015) and ``lbfgs`` (L-BFGS with a strong-Wolfe line search,
-Nocedal & Wright, 2006, alg. 7.5 / 3.5, as torch.optim.LBFGS implements it).
+"""Optimisers for FWI, by name: ``adam`` (Kingma & Ba, 2015), ``lbfgs`` (L-BFGS with a strong-Wolfe line search,
+Nocedal & Wright, 2006, alg. 7.5 / 3.5, as torch.optim.LBFGS implements it) and ``sgd`` (gradient descent with
+momentum 0.9 on the normalised gradient, the scheme of deepwave's FWI examples).
 
 One call of ``step(closure)`` is one FWI iteration. Adam costs exactly one forward + backward per iteration and works
 with random shot subsets; L-BFGS evaluates the closure once per line-search trial (typically 1-3), needs the same
@@ -22,6 +23,10 @@ OPTIMIZERS.register("lbfgs", lambda groups, lr, history: torch.optim.LBFGS(
     [{**g, "lr": g["lr"] / lr} for g in groups] if len(groups) > 1 else [{**groups[0], "lr": 1.0}],
     lr=1.0, max_iter=1, history_size=history, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
     tolerance_change=1e-14))
+# Gradient descent with heavy-ball momentum: the step keeps the gradient's spatial shape (Adam rescales every cell
+# to a step of ~lr, so that a cell the data hardly constrain moves as far as a well-illuminated one); use it with
+# the preconditioner's gradient normalisation (RefineConfig.grad_quantile), which makes lr the largest step in km/s.
+OPTIMIZERS.register("sgd", lambda groups, lr, history: torch.optim.SGD(groups, lr=lr, momentum=0.9))
 #: Optimisers whose objective must be deterministic between closure calls (no random shot subsets).
 NEEDS_FULL_OBJECTIVE = {"lbfgs"}
 

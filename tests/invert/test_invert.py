@@ -1,9 +1,11 @@
-"""fwi.invert: filters, misfits, preconditioning, parameterisations, the refinement loop, resume and the CLI.
+"""fwi.invert: filters, misfits, preconditioning, parameterisations, optimisers, the refinement loop (one call and in
+chunks), resume and the CLI.
 
 Tiny grids (24 x 24 cells, 3 shots, 200 steps) keep each test to about a second of deepwave."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +15,7 @@ import pytest
 import scipy.ndimage
 import torch
 
-from fwi.invert import RefineConfig, refine
+from fwi.invert import RefineConfig, refine, refine_batches
 from fwi.invert.cli import main
 from fwi.invert.filters import FrequencyError, lowpass
 from fwi.invert.misfits import MISFITS, correlation, envelope, l2
@@ -152,7 +154,7 @@ def tiny_data(tmp_path_factory):
     from fwi.data.generate import generate
 
     path = tmp_path_factory.mktemp("invert") / "tiny.h5"
-    generate(path, "tiny", seed=2, sizes={"train": 2, "test": 2}, progress=False)
+    generate(path, "tiny", seed=2, sizes={"train": 2, "test": 3}, progress=False)
     return path
 
 
@@ -166,8 +168,9 @@ def test_cli_writes_every_output(tiny_data, tmp_path, capsys):
     assert refined.shape[0] == 2 and metrics["iterations"] == 2
     with h5py.File(out / "refined.h5") as f:
         assert np.array_equal(f["test/velocity"][:, 0], refined)
-    for name in ("history.jsonl", "convergence.png", "before.png", "after.png", "refined-0.sgy", "state.pt"):
+    for name in ("history.jsonl", "convergence.png", "before.png", "after.png", "refined-0.sgy"):
         assert (out / name).exists(), name
+    assert len(list((out / "state").glob("models-0-1-*.pt"))) == 1  # the default --batch-size (8) holds both
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
 
 
@@ -192,3 +195,102 @@ def test_cli_rejects_a_starting_model_of_the_wrong_grid(tiny_data, tmp_path, cap
     out = tmp_path / "out"
     rc = main(["--data", str(tiny_data), "--start", f"file:{path}", "--out", str(out), "--device", "cpu"])
     assert rc == 2 and "error:" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- chunks
+def _starts() -> torch.Tensor:
+    """Two different starting models (the true model smoothed, one of them slowed down)."""
+    start = gaussian_smooth(true_model(2), 4.0)
+    start[1] *= 0.95
+    return start
+
+
+def test_chunked_refinement_equals_one_call_for_adam(observed, tmp_path):
+    cfg = RefineConfig(iterations=4, schedule=(15.0, None), smooth_sigma=1.0, lr=0.01, save_every=1)
+    one = refine(SURVEY, observed, _starts(), None, cfg, truth=true_model(2), progress=False)
+    chunked = refine_batches(SURVEY, observed, _starts(), None, cfg, batch_size=1, truth=true_model(2),
+                             progress=False)
+    np.testing.assert_allclose(chunked.velocity, one.velocity, rtol=0, atol=0.05)  # m/s
+    assert np.abs(chunked.velocity - chunked.start).max() > 10  # the models did move
+    np.testing.assert_allclose(chunked.start, one.start)
+    for name in ("misfit_before", "misfit_after"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(one, name), rtol=1e-4, err_msg=name)
+    for key in ("mae_ms", "ssim", "iou"):
+        np.testing.assert_allclose(chunked.metrics_after[key], one.metrics_after[key], rtol=1e-4, atol=1e-6)
+    # the merged history: one record per iteration, per-model lists over both models, counts summed over chunks
+    assert chunked.complete and chunked.iterations == 4 and len(chunked.history) == len(one.history) == 4
+    for a, b in zip(chunked.history, one.history):
+        assert (a["iteration"], a["stage"], a["cutoff"]) == (b["iteration"], b["stage"], b["cutoff"])
+        for key in ("misfit", "mae_ms", "ssim", "iou"):
+            assert len(a[key]) == 2
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6)
+        assert a["n_evals"] == 2 * b["n_evals"]
+    assert chunked.n_evals == 2 * one.n_evals == 8 and chunked.seconds > 0
+    assert chunked.summary()["n"] == 2
+
+    # each chunk keeps its own state: an interrupted chunked refinement continues to the same models
+    states = tmp_path / "states"
+    part = refine_batches(SURVEY, observed, _starts(), None, cfg, batch_size=1, state_dir=states, stop_after=2,
+                          progress=False)
+    assert not part.complete and part.iterations == 2 and len(list(states.glob("models-*.pt"))) == 2
+    rest = refine_batches(SURVEY, observed, _starts(), None, cfg, batch_size=1, state_dir=states, progress=False)
+    assert rest.complete and len(rest.history) == 4
+    np.testing.assert_allclose(rest.velocity, chunked.velocity, rtol=0, atol=0.05)
+    # other models never pick up these states
+    other = refine_batches(SURVEY, observed, _starts() * 1.01, None, cfg, batch_size=1, state_dir=states,
+                           stop_after=1, progress=False)
+    assert other.iterations == 1 and len(list(states.glob("models-*.pt"))) == 4
+    with pytest.raises(ValueError, match="batch size"):
+        refine_batches(SURVEY, observed, _starts(), None, cfg, batch_size=0, progress=False)
+
+
+def test_cli_honours_batch_size_and_resumes_each_batch(tiny_data, tmp_path, capsys):
+    args = ["--data", str(tiny_data), "--indices", "0:3", "--start", "trend", "--device", "cpu", "--iterations",
+            "2", "--schedule", "full", "--smooth-sigma", "1"]
+    two, three = tmp_path / "b2", tmp_path / "b3"
+    assert main([*args, "--out", str(two), "--batch-size", "2"]) == 0, capsys.readouterr().err
+    assert main([*args, "--out", str(three), "--batch-size", "3"]) == 0, capsys.readouterr().err
+    refined = np.load(two / "refined.npy")
+    assert refined.shape[0] == 3
+    np.testing.assert_allclose(refined, np.load(three / "refined.npy"), rtol=0, atol=0.05)
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (two / "state").iterdir()) == ["models-0-1", "models-2-2"]
+    assert len(list((three / "state").iterdir())) == 1
+    history = [json.loads(line) for line in (two / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all(len(h["misfit"]) == 3 for h in history)
+    # a rerun continues from the batches' states: nothing left to do, the same models and seconds
+    seconds = json.loads((two / "metrics.json").read_text())["seconds"]
+    assert main([*args, "--out", str(two), "--batch-size", "2"]) == 0
+    assert json.loads((two / "metrics.json").read_text())["seconds"] == seconds
+    assert np.array_equal(np.load(two / "refined.npy"), refined)
+    assert main([*args, "--out", str(two), "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- sgd
+def test_gradient_normalisation_by_a_quantile():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((3, 8, 9)).astype(np.float32)
+    g[1] *= 1e-6  # a tiny gradient is normalised like a large one
+    g[2, 0, 0] = 50.0  # an outlier is clipped, not allowed to set the scale
+    out = Preconditioner(quantile=0.9)(torch.from_numpy(g)).numpy()
+    scale = np.quantile(np.abs(g).reshape(3, -1), 0.9, axis=1)
+    expected = np.clip(g / scale[:, None, None], -1.0, 1.0) / 1000.0
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-12)
+    assert np.isclose(np.abs(out).max(), 1e-3) and (np.abs(out) == 1e-3).reshape(3, -1).sum(1).min() >= 7
+    assert not Preconditioner().active and Preconditioner(quantile=0.9).active
+    for bad in (1.5, 1.0, -0.1):
+        with pytest.raises(ValueError, match="grad_quantile"):
+            RefineConfig(grad_quantile=bad).validate(SURVEY)
+
+
+def test_sgd_with_normalised_gradient_steps_by_lr_and_lowers_the_misfit(observed):
+    lr = 0.02  # km/s
+    cfg = RefineConfig(iterations=1, schedule=(None,), optimizer="sgd", grad_quantile=0.9, lr=lr)
+    first = refine(SURVEY, observed, _starts(), None, cfg, progress=False)
+    change = np.abs(first.velocity - first.start).reshape(2, -1)
+    assert change.max() <= lr * 1000 + 0.01  # no cell moves by more than lr km/s
+    # the cells at or above the 0.9 quantile of |g| (at least 10 % of them) move by lr km/s exactly
+    assert (np.abs(change - lr * 1000) < 0.01).sum(1).min() >= int(0.1 * change.shape[1])
+    longer = refine(SURVEY, observed, _starts(), None, dataclasses.replace(cfg, iterations=6), progress=False)
+    assert (longer.misfit_after < 0.9 * longer.misfit_before).all()
+    assert longer.velocity.min() >= cfg.vmin
