@@ -27,6 +27,6 @@ def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         except USER_ERRORS as exc:
             if os.environ.get("FWI_DEBUG"):
                 raise
-            print(f"error: {exc}", file=sys.stderr)
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message
             return 2
     return wrapped

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import fwi  # noqa: F401  (sets OMP_WAIT_POLICY before torch starts OpenMP)
 import deepwave
-import numpy as np
 import torch
 from einops import repeat
 

@@ -18,7 +18,6 @@ velocity, the zero-cost use of the salt head that the physics must beat.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import time

@@ -27,7 +27,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
-import h5py
 import numpy as np
 
 from fwi.data.transforms import signed_expm1, signed_log1p

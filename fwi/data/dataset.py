@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from fwi.data.codec import StorageError, check_time_decimation
 from fwi.data.store import DatasetError, read_info
-from fwi.data.transforms import Normalizer, decimate_time, mirror_sample
+from fwi.data.transforms import Normalizer, decimate_time, mirror_sample, signed_log1p
 from fwi.physics import Survey
 
 #: Velocity above which a cell counts as salt when a dataset has no masks of its own (m/s).
@@ -203,7 +203,7 @@ class OpenFWIDataset(Dataset):
     @staticmethod
     def estimate_normalizer(data: np.ndarray, model: np.ndarray, max_samples: int = 500) -> Normalizer:
         d, m = np.asarray(data[:max_samples]), np.asarray(model[:max_samples])
-        logd = np.sign(d) * np.log1p(np.abs(d))
+        logd = signed_log1p(d)
         return Normalizer(float(m.min()), float(m.max()), float(logd.min()), float(logd.max()))
 
     def __len__(self) -> int:

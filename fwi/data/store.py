@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from fwi.atomic import atomic_path
 from fwi.data.codec import GatherStorage, StorageError
+from fwi.data.transforms import signed_log1p
 from fwi.physics import Survey
 
 FORMAT = "fwi-dataset"
@@ -232,7 +233,7 @@ class RunningNormalisation:
         self.g = [np.inf, -np.inf]
 
     def update(self, velocity: np.ndarray, gathers: np.ndarray) -> None:
-        logg = np.sign(gathers) * np.log1p(np.abs(gathers))
+        logg = signed_log1p(gathers)
         self.v = [min(self.v[0], float(np.min(velocity))), max(self.v[1], float(np.max(velocity)))]
         self.g = [min(self.g[0], float(np.min(logg))), max(self.g[1], float(np.max(logg)))]
 

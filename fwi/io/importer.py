@@ -29,10 +29,11 @@ from typing import Sequence
 import numpy as np
 
 from fwi.data.dataset import SALT_THRESHOLD as DEFAULT_SALT_THRESHOLD
-from fwi.data.store import SPLITS, DatasetError, RunningNormalisation, write_dataset
+from fwi.data.store import SPLITS, RunningNormalisation, write_dataset
 from fwi.io.matfile import read_mat_velocity
-from fwi.io.segy import SegyError, read_gathers, read_velocity, stack_gathers
-from fwi.physics import Survey, SurveyError, forward_model
+from fwi.io.segy import read_gathers, read_velocity, stack_gathers
+from fwi.physics import Survey, forward_model
+from fwi.cli import friendly_errors
 
 
 class ImportInputError(ValueError):
@@ -184,19 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@friendly_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = {"nt": args.survey_nt, "dt": args.survey_dt, "n_sources": args.survey_sources,
                "n_receivers": args.survey_receivers, "freq": args.survey_freq}
-    try:
-        path = import_segy(args.out, split=args.split, gathers=args.gathers, velocity=args.velocity, nz=args.nz,
-                           nx=args.nx, dx=args.dx, x_origin=args.x_origin, salt_threshold=args.salt_threshold,
-                           placeholder_velocity=args.placeholder_velocity, max_velocity=args.max_velocity,
-                           survey_options={k: v for k, v in options.items() if v is not None},
-                           overwrite=args.overwrite)
-    except (SegyError, SurveyError, DatasetError, ImportInputError, FileExistsError, OSError, ValueError) as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
+    path = import_segy(args.out, split=args.split, gathers=args.gathers, velocity=args.velocity, nz=args.nz,
+                       nx=args.nx, dx=args.dx, x_origin=args.x_origin, salt_threshold=args.salt_threshold,
+                       placeholder_velocity=args.placeholder_velocity, max_velocity=args.max_velocity,
+                       survey_options={k: v for k, v in options.items() if v is not None},
+                       overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 

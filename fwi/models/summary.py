@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 import torch
 
+from fwi.cli import friendly_errors
 from fwi.models.attention import list_attn, list_gates
 from fwi.models.build import PLACE_FLAGS, ModelConfig, build_model
 from fwi.models.complexity import count_flops, count_params
@@ -95,17 +95,14 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
+@friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_shape, grid = (args.shots, args.nt, args.nrec), tuple(args.grid)
-    try:
-        cfg = config_from_args(args)
-        if args.all_attn:  # the rows choose block and places themselves
-            cfg = dataclasses.replace(cfg, attn="none", **{f: False for f in PLACE_FLAGS})
-        cfg.validate()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    if args.all_attn:  # the rows choose block and places themselves
+        cfg = dataclasses.replace(cfg, attn="none", **{f: False for f in PLACE_FLAGS})
+    cfg.validate()
     cfgs = all_attn_configs(cfg) if args.all_attn else [cfg]
     rows = [summarize(c, data_shape, grid) for c in cfgs]
     print(f"gathers (S, T, R) = {data_shape}, grid = {grid}, FLOPs per sample (forward)")

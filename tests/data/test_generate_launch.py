@@ -5,7 +5,6 @@ import re
 import sys
 
 import h5py
-import numpy as np
 import pytest
 
 from fwi.data.generate import main, plan_parts, shard_log

@@ -1,7 +1,6 @@
 """Nonsense survey values are rejected with the valid range (they reach the data layer through presets and files)."""
 
 import json
-import shutil
 
 import h5py
 import pytest

@@ -1,7 +1,6 @@
 import warnings
 
 import deepwave.discretisation as dwd
-import numpy as np
 import pytest
 import torch
 
