@@ -325,6 +325,7 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
         val_metrics, first = evaluate_loader(model, val_loader, loss_fn, device, cfg.run.misfit_samples)
         viz.save(prediction_figure(first, normalizer, cfg.run.images or 4, survey.dx), run_dir / "predictions.png")
         summary = {"run": run_dir.name, "best_epoch": best_state["epoch"], "params": n_params,
+                   "torch_threads": torch.get_num_threads(),  # reductions' order, hence the last bits, depend on it
                    "flops": count_flops(model, batch_example(val_set, device)), "data_shape": list(data_shape),
                    "survey": survey.to_dict(),
                    **{f"val/{k}": v for k, v in val_metrics.items()}}

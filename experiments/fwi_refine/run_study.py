@@ -2,7 +2,7 @@
 
     python experiments/fwi_refine/run_study.py --tag test24 --split test --indices 0:24 --iterations 30 \
         --run unet=runs/salt70_attention-none-nophys-s0 --run ca-skip=runs/salt70_attention-ca-skip-nophys-s0 \
-        --methods plain-l2,+multiscale,+precond,salt-fill,+salt-pin,+salt-flood,network-prior --refs
+        --methods plain-l2,adam+precond,sgd,sgd+salt-pin,network-prior,salt-fill --refs
 
 Every (start, method) job writes ``results/<tag>/<start>__<method>.json`` (per-model metrics before/after, the
 per-iteration history, seconds) when it finishes; a job whose JSON exists with the same settings and models is
@@ -38,23 +38,33 @@ from fwi.run import load_run
 
 HERE = Path(__file__).resolve().parent
 MULTISCALE = dict(schedule=(4.0, 8.0, 12.0, None))
-PRECOND = dict(smooth_sigma=2.0, mute_cells=2, illumination=True)
+PRECOND = dict(smooth_sigma=2.0, mute_cells=2, illumination=True)  # the pilot's preconditioning
+#: SGD with momentum on the gradient normalised by its 98th percentile (keeps the gradient's spatial shape; a step
+#: of lr km/s for the best-constrained cells), light smoothing and a top mute, no illumination scaling.
+SGD = dict(optimizer="sgd", lr=0.05, grad_quantile=0.98, smooth_sigma=1.0, mute_cells=2)
 SALT_VELOCITY = 4500.0  # fwi.data.geology draws salt at 4400-4600 m/s
 #: name -> RefineConfig fields (plus "start": how the start is changed before FWI: "salt-flood").
 METHODS: dict[str, dict[str, Any]] = {
+    # the failing baseline and the pilot's Adam-based steps
     "plain-l2": dict(schedule=(None,)),
-    "+multiscale": dict(MULTISCALE),
-    "+precond": dict(MULTISCALE, **PRECOND),
-    "+precond-lbfgs": dict(MULTISCALE, **PRECOND, optimizer="lbfgs"),
-    "+tv": dict(MULTISCALE, **PRECOND, tv_weight=1e-3),
-    "+envelope": dict(MULTISCALE, **PRECOND, misfit="envelope"),
-    "+salt-pin": dict(MULTISCALE, **PRECOND, param="salt_pin", salt_confidence=0.5),
-    "+salt-soft": dict(MULTISCALE, **PRECOND, param="salt_soft"),
-    "+salt-flood": dict(MULTISCALE, **PRECOND, start="salt-flood"),
+    "adam+multiscale": dict(MULTISCALE),
+    "adam+precond": dict(MULTISCALE, **PRECOND),
+    "lbfgs+precond": dict(MULTISCALE, **PRECOND, optimizer="lbfgs"),
+    # normalised-gradient descent, full band and with frequency continuation
+    "sgd": dict(SGD, schedule=(None,)),
+    "sgd+multiscale": dict(SGD, schedule=(8.0, 12.0, None)),
+    "sgd+tv": dict(SGD, schedule=(None,), tv_weight=1e-3),
+    "sgd+envelope": dict(SGD, schedule=(None,), misfit="envelope"),
+    # salt guidance on top of the SGD scheme
+    "sgd+salt-pin": dict(SGD, schedule=(None,), param="salt_pin", salt_confidence=0.5),
+    "sgd+salt-soft": dict(SGD, schedule=(None,), param="salt_soft"),
+    "sgd+salt-flood": dict(SGD, schedule=(None,), start="salt-flood"),
+    # the network as the parameterisation (Adam on its weights)
     "network-prior": dict(MULTISCALE, smooth_sigma=2.0, mute_cells=2, param="network", network_lr=1e-5),
+    # not FWI: the salt head alone
     "salt-fill": dict(start="salt-flood", iterations=0),
 }
-REFERENCE_METHOD = "+precond"
+REFERENCE_METHOD = "sgd"
 
 
 def salt_flood(start: torch.Tensor, prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -164,8 +174,9 @@ def main() -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--indices", default="0:24")
     p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--methods", default=",".join(m for m in METHODS if m not in ("+precond-lbfgs",)))
-    p.add_argument("--refs", action="store_true", help="also the smoothed true model and the 1D trend (+precond)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--refs", action="store_true", help="also the smoothed true model and the 1D trend as starts")
+    p.add_argument("--ref-methods", default=REFERENCE_METHOD, help="methods for the reference starts")
     p.add_argument("--tag", required=True, help="results/<tag>/: one study (e.g. val8-tune, test24)")
     p.add_argument("--chunk", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
@@ -177,7 +188,7 @@ def main() -> None:
     runs = dict(item.split("=", 1) for item in args.run)
     jobs = [(label, m) for label in runs for m in args.methods.split(",") if m]
     if args.refs:
-        jobs += [("smooth-true", REFERENCE_METHOD), ("trend", REFERENCE_METHOD)]
+        jobs += [(ref, m) for ref in ("smooth-true", "trend") for m in args.ref_methods.split(",") if m]
     first_run = load_run(next(iter(runs.values())))
     for start_name, method in jobs:
         if method not in METHODS:
