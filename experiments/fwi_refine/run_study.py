@@ -53,6 +53,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # normalised-gradient descent, full band and with frequency continuation
     "sgd": dict(SGD, schedule=(None,)),
     "sgd+multiscale": dict(SGD, schedule=(8.0, 12.0, None)),
+    "sgd+gain": dict(SGD, schedule=(None,), time_gain=2.0),
     "sgd+tv": dict(SGD, schedule=(None,), tv_weight=1e-3),
     "sgd+envelope": dict(SGD, schedule=(None,), misfit="envelope"),
     # salt guidance on top of the SGD scheme

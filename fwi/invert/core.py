@@ -24,7 +24,7 @@ from tqdm import tqdm
 from fwi.atomic import atomic_path
 from fwi.data.dataset import SALT_THRESHOLD
 from fwi.data.transforms import Normalizer, decimate_time
-from fwi.invert.filters import check_cutoff, lowpass
+from fwi.invert.filters import check_cutoff, lowpass, time_gain
 from fwi.invert.misfits import get_misfit
 from fwi.invert.optimize import NEEDS_FULL_OBJECTIVE, make_optimizer, total_variation
 from fwi.invert.params import NEEDS_SALT, PARAMETERISATIONS, Parameterisation
@@ -52,6 +52,7 @@ class RefineConfig:
     illumination: bool = False  # divide the gradient by the source pseudo-Hessian
     grad_quantile: float = 0.0  # > 0: normalise each model's gradient by this quantile of |g|, clipped to [-1, 1]
     tv_weight: float = 0.0  # total-variation regularisation weight (on km/s)
+    time_gain: float = 0.0  # weigh the data by (t / T)^p in the misfit (late, deep reflections count more)
     vmin: float = 1400.0
     vmax: float | None = None  # default: the survey's max_velocity (never above it)
     salt_confidence: float = 0.9  # salt_pin: pin cells with salt probability above this
@@ -92,7 +93,7 @@ class RefineConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.grad_quantile < 1:
             raise ValueError(f"grad_quantile must lie in [0, 1) (0 = off), got {self.grad_quantile}")
-        for name in ("smooth_sigma", "tv_weight", "mute_cells"):
+        for name in ("smooth_sigma", "tv_weight", "mute_cells", "time_gain"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.mute_cells >= survey.nz:
@@ -363,7 +364,7 @@ def refine(run: Any, observed_raw: torch.Tensor, start_velocity: torch.Tensor, s
         if opt_state is not None and done > first:  # resuming inside this stage
             optimizer.load_state_dict(opt_state)
         opt_state = None
-        obs_stage = lowpass(observed, cutoff, dt_data, config.filter_order)
+        obs_stage = time_gain(lowpass(observed, cutoff, dt_data, config.filter_order), config.time_gain)
         while done < min(last, budget):
             t0 = time.perf_counter()
             if config.shots_per_iter in (0, survey.n_sources):
@@ -380,8 +381,8 @@ def refine(run: Any, observed_raw: torch.Tensor, start_velocity: torch.Tensor, s
                 if precond.active and v.requires_grad:
                     v.register_hook(precond)
                 modelled = forward_model(v, survey, shots=shots, check=False, **memory)
-                modelled = lowpass(decimate_time(modelled, config.time_decimation), cutoff, dt_data,
-                                   config.filter_order)
+                modelled = time_gain(lowpass(decimate_time(modelled, config.time_decimation), cutoff, dt_data,
+                                             config.filter_order), config.time_gain)
                 per_model = misfit_fn(modelled, obs)
                 loss = per_model.sum()
                 if config.tv_weight > 0:

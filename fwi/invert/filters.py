@@ -53,3 +53,16 @@ def lowpass(x: torch.Tensor, cutoff: float | None, dt: float, order: int = 4, di
     response = butterworth_response(freqs, cutoff, order).to(spectrum.real.dtype)
     y = torch.fft.irfft(spectrum * response, n=n_fft, dim=-1)[..., :n]
     return y.movedim(-1, dim)
+
+
+def time_gain(x: torch.Tensor, power: float, dim: int = -2) -> torch.Tensor:
+    """``x`` times ``(t / T)^power`` along ``dim`` (the T axis of (..., T, R) gathers): the classic t^p gain that
+    offsets geometric spreading, so that late (deep) reflections weigh in a misfit as much as the early arrivals
+    (``power = 0`` returns ``x``). Linear and diagonal: differentiable, its own adjoint."""
+    if power == 0:
+        return x
+    n = x.shape[dim]
+    shape = [1] * x.ndim
+    shape[dim] = n
+    t = (torch.arange(1, n + 1, dtype=x.dtype, device=x.device) / n).pow(power)
+    return x * t.view(shape)

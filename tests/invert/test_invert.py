@@ -294,3 +294,15 @@ def test_sgd_with_normalised_gradient_steps_by_lr_and_lowers_the_misfit(observed
     longer = refine(SURVEY, observed, _starts(), None, dataclasses.replace(cfg, iterations=6), progress=False)
     assert (longer.misfit_after < 0.9 * longer.misfit_before).all()
     assert longer.velocity.min() >= cfg.vmin
+
+
+def test_time_gain_weighs_each_sample_by_its_time_power():
+    from fwi.invert.filters import time_gain
+
+    x = torch.randn(2, 3, 50, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(time_gain(x, 0.0), x)
+    t = np.arange(1, 51) / 50.0
+    expected = x.numpy() * (t**2)[None, None, :, None]
+    np.testing.assert_allclose(time_gain(x, 2.0).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="time_gain must be >= 0"):
+        RefineConfig(time_gain=-1.0).validate(Survey(nz=20, nx=20, nt=100, n_sources=1, n_receivers=5))
