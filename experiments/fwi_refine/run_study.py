@@ -5,7 +5,8 @@
         --methods plain-l2,adam+precond,sgd,sgd+salt-pin,network-prior,salt-fill --refs
 
 Every (start, method) job writes ``results/<tag>/<start>__<method>.json`` (per-model metrics before/after, the
-per-iteration history, seconds) when it finishes; a job whose JSON exists with the same settings and models is
+per-iteration history, seconds) and ``<start>__<method>.npz`` (start and refined models, float16) when it finishes; a job
+whose JSON exists with the same settings and models is
 skipped, and an interrupted job resumes from its state file (``results/<tag>/state/``), so the study completes across
 sessions. ``results/<tag>/study.csv`` is rebuilt from the JSON files after every job. Models are refined in chunks of
 ``--chunk`` (deepwave models a whole chunk in one call; memory grows with it).
@@ -112,7 +113,7 @@ def run_job(run, start_name: str, method: str, data: str, split: str, indices: l
         res = {"misfit_before": data_misfit(start, observed, survey).numpy(),
                "misfit_after": data_misfit(changed, observed, survey).numpy(),
                **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
-        seconds, history = time.perf_counter() - t0, []
+        seconds, history, refined = time.perf_counter() - t0, [], changed.numpy()
     else:
         cfg = RefineConfig(iterations=iters, **fields)
         r = refine_batches(run, observed, changed, prob, cfg, batch_size=chunk, truth=truth, truth_mask=mask,
@@ -123,7 +124,9 @@ def run_job(run, start_name: str, method: str, data: str, split: str, indices: l
         res = {"misfit_before": data_misfit(start, observed, survey).numpy(), "misfit_after": r.misfit_after,
                **{f"{k}_before": v for k, v in before.items()},
                **{f"{k}_after": v for k, v in r.metrics_after.items()}}
-        seconds, history = r.seconds, r.history
+        seconds, history, refined = r.seconds, r.history, r.velocity
+    np.savez_compressed(out / f"{start_name}__{method}.npz", velocity=np.asarray(refined, dtype=np.float16),
+                        start=np.asarray(start, dtype=np.float16), indices=np.asarray(indices))
     per_model = {k: np.asarray(v, dtype=float).tolist() for k, v in res.items()}
     return {"per_model": per_model, "history": history, "seconds": seconds,
             "seconds_per_model": seconds / len(indices), "iterations": iters}

@@ -1,0 +1,66 @@
+"""Where does FWI change the model, and does the change reduce the error there? (from a study's ``*.npz`` files)
+
+    python experiments/fwi_refine/diagnose.py --tag test24 [--data data/ablation70.h5 --split test]
+
+For each job: the velocity error |v - v_true| (m/s) before and after, split by depth (top, middle, bottom third of the
+grid) and by wavenumber: the long-wavelength part is the error smoothed by a Gaussian of ``--sigma`` cells (the
+background velocity FWI must get right to place reflectors), the short-wavelength part the rest. Writes
+``results/<tag>/diagnosis.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+HERE = Path(__file__).resolve().parent
+
+
+def parts(error: np.ndarray, sigma: float) -> dict[str, float]:
+    """Mean |error| overall, by depth third, and of its long- / short-wavelength parts (error: (B, nz, nx))."""
+    nz = error.shape[1]
+    smooth = np.stack([gaussian_filter(e, sigma, mode="nearest") for e in error])
+    out = {"all": float(np.abs(error).mean())}
+    for name, rows in (("top", slice(0, nz // 3)), ("middle", slice(nz // 3, 2 * nz // 3)),
+                       ("bottom", slice(2 * nz // 3, nz))):
+        out[name] = float(np.abs(error[:, rows]).mean())
+    out["long"] = float(np.abs(smooth).mean())
+    out["short"] = float(np.abs(error - smooth).mean())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tag", required=True)
+    p.add_argument("--data", default="data/ablation70.h5")
+    p.add_argument("--split", default="test")
+    p.add_argument("--sigma", type=float, default=5.0)
+    args = p.parse_args()
+    out = HERE / "results" / args.tag
+    lines = [f"# Error by depth and wavenumber ({args.tag}; |v - v_true| in m/s, before -> after)", "",
+             f"Long wavelength: the error smoothed by a Gaussian of {args.sigma:g} cells (the background); short: the "
+             "rest. Depth thirds of the grid.", "",
+             "| start | method | all | top | middle | bottom | long wavelength | short wavelength |",
+             "|---|---|---|---|---|---|---|---|"]
+    with h5py.File(args.data, "r") as f:
+        for path in sorted(out.glob("*__*.npz")):
+            z = np.load(path)
+            idx = z["indices"].tolist()
+            truth = np.stack([f[args.split]["velocity"][i, 0] for i in idx]).astype(np.float64)
+            before = parts(z["start"].astype(np.float64) - truth, args.sigma)
+            after = parts(z["velocity"].astype(np.float64) - truth, args.sigma)
+            start, method = path.stem.split("__")
+            cells = " | ".join(f"{before[k]:.0f} -> {after[k]:.0f}" for k in
+                               ("all", "top", "middle", "bottom", "long", "short"))
+            lines.append(f"| {start} | {method} | {cells} |")
+    (out / "diagnosis.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
