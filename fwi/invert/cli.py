@@ -1,7 +1,7 @@
 """``python -m fwi.invert``: refine starting models by FWI against one split of an fwi dataset.
 
     python -m fwi.invert --data data/quick.h5 --split test --indices 0:24 --start run:runs/unet-ca-skip-s0 \
-        --out out/refine --iterations 30 --schedule 4,8,12,full --smooth-sigma 2 --mute-cells 2 --illumination
+        --out out/refine --iterations 30 --schedule 8,12,full --optimizer sgd --lr 0.05 --grad-quantile 0.98
 
 Starts: ``run:RUNDIR`` (the network's prediction, and its salt head for --param salt_pin / salt_soft / network),
 ``smooth:SIGMA`` (the true model smoothed by SIGMA cells), ``file:PATH`` (.npy / .h5 / .sgy, as fwi.evaluate reads
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8,
                    help="models per deepwave call (memory grows with it; ~0.5 GB per salt70 model)")
-    p.add_argument("--schedule", type=parse_schedule, default=(4.0, 8.0, 12.0, None))
+    p.add_argument("--schedule", type=parse_schedule, default=RefineConfig().schedule,
+                   help="low-pass cut-offs in Hz, 'full' for the full band (default 8,12,full)")
     p.add_argument("--segy", action="store_true", help="also write one SEG-Y velocity file per model")
     p.add_argument("--overwrite", action="store_true", help="discard the resumable states of a previous run")
     defaults = RefineConfig()
