@@ -57,6 +57,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # normalised-gradient descent, full band and with frequency continuation
     "sgd": dict(SGD, schedule=(None,)),
     "sgd+multiscale": dict(SGD, schedule=(8.0, 12.0, None)),
+    "sgd+multiscale-60": dict(SGD, schedule=(8.0, 12.0, None), iterations=60),  # the cost of lbfgs+precond
     "sgd+gain": dict(SGD, schedule=(None,), time_gain=2.0),
     "sgd+tv": dict(SGD, schedule=(None,), tv_weight=1e-3),
     "sgd+envelope": dict(SGD, schedule=(None,), misfit="envelope"),
