@@ -195,14 +195,14 @@ def test_only_runs_the_matching_cells(ablation, capsys):
     ({"nmae": "x"},
      r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
-     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, data, .*attn, encoder_attn"),
+     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, physics_weight, data, .*attn, encoder_attn"),
     ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
      r"unknown key\(s\) \['seed'\] in grid; valid keys: variants, physics, seeds"),
     ({"extra": [{"variant": {"label": "x"}, "seed": [0]}]}, r"in extra\[0\]; valid keys: variant, seeds, physics"),
     ({"overrides": {"seed": 3}}, r"overrides sets 'seed'.*use the seeds factor"),
     # the resolved Config of each cell is validated up front
     ({"grid": {"variants": [{"label": "none"}, {"label": "se", "attn": "se"}]}}, r"variant 'se'.*no place for it"),
-    ({"grid": {"variants": [{"label": "none"}], "physics": [False, True]}}, r"positive top-level physics_weight"),
+    ({"grid": {"variants": [{"label": "none"}], "physics": [False, True]}}, r"physics: true need a positive physics_weight \(top level, or the variant.s own\), got None for variant .none."),
     ({"baseline": "plain"}, r"baseline 'plain' is not a variant label"),
 ])
 def test_spec_errors(tmp_path, capsys, change, message):
