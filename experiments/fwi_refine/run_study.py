@@ -187,6 +187,7 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--refs", action="store_true", help="also the smoothed true model and the 1D trend as starts")
     p.add_argument("--ref-methods", default=REFERENCE_METHOD, help="methods for the reference starts")
+    p.add_argument("--ref-starts", default="smooth-true,trend", help="which reference starts --refs adds")
     p.add_argument("--tag", required=True, help="results/<tag>/: one study (e.g. val8-tune, test24)")
     p.add_argument("--chunk", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
@@ -198,7 +199,10 @@ def main() -> None:
     runs = dict(item.split("=", 1) for item in args.run)
     jobs = [(label, m) for label in runs for m in args.methods.split(",") if m]
     if args.refs:
-        jobs += [(ref, m) for ref in ("smooth-true", "trend") for m in args.ref_methods.split(",") if m]
+        unknown = set(args.ref_starts.split(",")) - {"smooth-true", "trend", ""}
+        if unknown:
+            raise SystemExit(f"error: unknown reference start(s) {sorted(unknown)}; valid: smooth-true, trend")
+        jobs += [(ref, m) for ref in args.ref_starts.split(",") if ref for m in args.ref_methods.split(",") if m]
     first_run = load_run(next(iter(runs.values())))
     for start_name, method in jobs:
         if method not in METHODS:

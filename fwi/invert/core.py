@@ -65,7 +65,7 @@ class RefineConfig:
     salt_confidence: float = 0.9  # salt_pin: pin cells with salt probability above this
     salt_velocity: float = 4500.0  # initial salt velocity (fwi.data.geology: 4400-4600 m/s)
     learn_salt_velocity: bool = True
-    shots_per_iter: int = 0  # random shots per model and iteration (0 = all); Adam only
+    shots_per_iter: int = 0  # random shots per model and iteration (0 = all); not with lbfgs
     time_decimation: int = 1  # the observed data are decimated by this factor (fwi.data.transforms.decimate_time)
     filter_order: int = 4
     storage_mode: str | None = None  # forward_model memory options
