@@ -1,4 +1,4 @@
-"""Seconds per FWI iteration per model (fwi.invert.refine, Adam, L2, full band) against a bare deepwave
+"""Seconds per FWI iteration per model (fwi.invert.refine with its default scheme, full band) against a bare deepwave
 forward + backward of the same shots, and peak memory (process RSS, each case in its own process).
 
     python experiments/bench/bench_invert.py [--batch 2] [--iterations 3] [--device cpu]

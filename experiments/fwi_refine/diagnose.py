@@ -19,6 +19,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from fwi.atomic import write_text
+from fwi.data.dataset import SALT_THRESHOLD
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +45,7 @@ def parts(error: np.ndarray, sigma: float, mask: np.ndarray) -> dict[str, float]
     return out
 
 
-def velocity_iou(velocity: np.ndarray, mask: np.ndarray, threshold: float = 4400.0) -> float:
+def velocity_iou(velocity: np.ndarray, mask: np.ndarray, threshold: float = SALT_THRESHOLD) -> float:
     """Mean over models of the IoU of ``velocity >= threshold`` with the true salt mask (1 for two empty masks)."""
     pred, true = velocity >= threshold, mask > 0.5
     inter = (pred & true).sum(axis=(1, 2))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fwi.atomic import write_text
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -19,7 +21,7 @@ def main() -> None:
         return f"<!-- table:{match[1]} -->\n" + "\n".join(rows) + "\n<!-- /table -->"
 
     text = re.sub(r"<!-- table:(\S+) -->.*?<!-- /table -->", table, readme.read_text(), flags=re.S)
-    readme.write_text(text)
+    write_text(readme, text)
 
 
 if __name__ == "__main__":

@@ -35,14 +35,12 @@ HERE = Path(__file__).resolve().parent
 def band_changes(truth: torch.Tensor, mask: torch.Tensor, observed: torch.Tensor, survey, band: int, percent: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top rows of each band (K,), relative data change of a band perturbation (K, B) and of a salt-only one (K, B)."""
-    nz = truth.shape[1]
-    tops = np.arange(0, nz, band)
+    tops = np.arange(0, truth.shape[1], band)
     whole, salt = [], []
     for top in tops:
-        rows = torch.zeros(nz, 1, dtype=torch.bool)
-        rows[top:top + band] = True
-        for store, region in ((whole, rows.expand_as(truth[0])), (salt, None)):
-            where = rows & (mask > 0.5) if region is None else region.expand_as(truth)
+        rows = torch.zeros_like(truth, dtype=torch.bool)
+        rows[:, top:top + band] = True
+        for store, where in ((whole, rows), (salt, rows & (mask > 0.5))):
             perturbed = torch.where(where, truth * (1 + percent / 100), truth)
             store.append(data_misfit(perturbed, observed, survey).numpy())
     return tops, np.stack(whole), np.stack(salt)
@@ -73,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         truth = torch.from_numpy(g["velocity"][start:stop, 0]).float()
         mask = torch.from_numpy(g["salt_mask"][start:stop, 0]).float()
     survey = read_info(args.data).survey
-    torch.manual_seed(0)
     tops, whole, salt = band_changes(truth, mask, observed, survey, args.band, args.percent)
     has_salt = np.stack([(mask[:, t:t + args.band] > 0.5).flatten(1).any(1).numpy() for t in tops])
 
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     residual = residual_after(out)
     if residual is not None:
         lines += ["", f"Relative data misfit left by sgd+multiscale from the network starts (study.csv): {residual:.3f}. "
-                  "A band whose +5 % change moves the data by less than that is not constrained by the fit."]
+                  f"A band whose +{args.percent:g} % change moves the data by less than that is not constrained by the fit."]
     write_text(out / "sensitivity.md", "\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(5, 4), constrained_layout=True)

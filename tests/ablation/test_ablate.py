@@ -202,7 +202,8 @@ def test_only_runs_the_matching_cells(ablation, capsys):
     ({"overrides": {"seed": 3}}, r"overrides sets 'seed'.*use the seeds factor"),
     # the resolved Config of each cell is validated up front
     ({"grid": {"variants": [{"label": "none"}, {"label": "se", "attn": "se"}]}}, r"variant 'se'.*no place for it"),
-    ({"grid": {"variants": [{"label": "none"}], "physics": [False, True]}}, r"physics: true need a positive physics_weight \(top level, or the variant.s own\), got None for variant .none."),
+    ({"grid": {"variants": [{"label": "none"}], "physics": [False, True]}},
+     r"physics: true need a positive physics_weight \(top level, or the variant.s own\), got None for variant .none."),
     ({"baseline": "plain"}, r"baseline 'plain' is not a variant label"),
 ])
 def test_spec_errors(tmp_path, capsys, change, message):
