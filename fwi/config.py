@@ -99,6 +99,8 @@ class RunConfig:
     resume: bool = False  # continue runs/<name>/last.pt exactly
     overwrite: bool = False  # replace an existing run directory
     stop_after: int = 0  # stop after this many epochs in this invocation (0 = all); continue later with --resume
+    keep_epochs: tuple[int, ...] = ()  # also keep epoch-K.pt after these epochs: trunks that other runs branch from
+    branch_from: str = ""  # start from another run's epoch-K.pt (same settings up to epoch K; physics may differ)
     misfit_samples: int = 8  # validation samples re-modelled for the data misfit each epoch (0 = off)
     images: int = 4  # validation predictions drawn in the per-epoch figure
     progress: bool = True
@@ -131,6 +133,10 @@ class Config:
         for name, value, ok, valid in checks:
             if not ok:
                 raise ValueError(f"{name} = {value!r} is out of range; it must be {valid}")
+        bad = [k for k in r.keep_epochs if not 1 <= k < o.epochs]
+        if bad:
+            raise ValueError(f"run.keep_epochs {list(r.keep_epochs)}: every epoch must be in 1..{o.epochs - 1} (a "
+                             f"snapshot after the last epoch is last.pt), got {bad}")
         if self.data.time_decimation < 1:
             raise ValueError(f"time_decimation must be >= 1, got {self.data.time_decimation}")
         if self.data.cache_gb < 0:

@@ -6,8 +6,9 @@
 
 Writes ``runs/<name>/``: config.yaml (resolved), last.pt, best.pt (lowest validation MAE), metrics.jsonl (one line
 per epoch), predictions.png, summary.json. The dataset is generated first when the configured file is missing.
-``--resume`` continues from last.pt exactly (same weights as an uninterrupted run). A NaN/inf loss stops the run
-and keeps the last good checkpoint.
+``--resume`` continues from last.pt exactly (same weights as an uninterrupted run). ``--keep-epochs 22`` also keeps
+epoch-22.pt; ``--branch-from runs/<trunk>/epoch-22.pt`` starts another run there (e.g. with the physics loss from
+epoch 23; see fwi.continuation). A NaN/inf loss stops the run and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from fwi import distributed as D
 from fwi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fwi.atomic import write_text
 from fwi.cli import friendly_errors
-from fwi.config import Config, flatten_config, parse_args, save_config, upgrade_config
+from fwi.config import Config, parse_args, save_config
+from fwi.continuation import check_branch, resume_conflicts, snapshot_name
 from fwi.data.dataset import FWIDataset
 from fwi.data.generate import ensure_generated
 from fwi.lock import run_lock
@@ -79,24 +81,6 @@ def batch_example(dataset: FWIDataset, device: torch.device) -> torch.Tensor:
     return dataset[0]["gathers"][None].to(device)
 
 
-#: Config keys a ``--resume`` may change: they cannot change the weights or the recorded metrics.
-RESUME_FREE_KEYS = frozenset({
-    "data.num_workers", "data.cache_gb", "data.generate_workers", "optim.device", "optim.eval_batch_size",
-    "run.out", "run.name", "run.wandb", "run.wandb_project", "run.group", "run.tags", "run.resume", "run.overwrite",
-    "run.stop_after", "run.progress", "run.images"})
-
-
-def resume_conflicts(requested: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
-    """``key (recorded -> requested)`` for every result-changing key in which a resume differs from its checkpoint.
-
-    A key the checkpoint does not record (added since it was written) counts as its default, the behaviour it had.
-    """
-    new = flatten_config(requested)
-    old = {**flatten_config(Config().to_dict()), **flatten_config(upgrade_config(recorded))}
-    return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(new) | set(old))
-            if k not in RESUME_FREE_KEYS and new.get(k) != old.get(k)]
-
-
 def check_resume(cfg: Config, checkpoint: Path) -> dict[str, Any]:
     """The checkpoint to resume from, after checking that ``cfg`` would continue the same run (else an error)."""
     state = load_checkpoint(checkpoint)
@@ -116,8 +100,17 @@ def remove_debris(run_dir: Path) -> None:
             path.unlink()
 
 
+def load_branch(cfg: Config) -> dict[str, Any]:
+    """The trunk's snapshot ``--branch-from`` names, after checking that ``cfg`` trained its epochs as the trunk did."""
+    path = Path(cfg.run.branch_from)
+    state = load_checkpoint(path)
+    check_branch(cfg.to_dict(), state, path)
+    return state
+
+
 def prepare_run_dir(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
-    """The run directory, made ready for this run (the caller holds its lock), and the state to resume from."""
+    """The run directory, made ready for this run (the caller holds its lock), and the state to continue from
+    (its own last.pt with ``--resume``, the trunk's snapshot with ``--branch-from``, else None)."""
     run_dir = Path(cfg.run.out) / cfg.run_name()
     if run_dir.exists():
         remove_debris(run_dir)
@@ -125,6 +118,7 @@ def prepare_run_dir(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
         if not (run_dir / "last.pt").exists():
             raise CheckpointError(f"--resume: no checkpoint {run_dir / 'last.pt'} to resume from")
         return run_dir, check_resume(cfg, run_dir / "last.pt")
+    branch = load_branch(cfg) if cfg.run.branch_from else None  # checked before anything is removed
     if (run_dir / "last.pt").exists():  # a directory without a checkpoint holds nothing worth keeping
         if not cfg.run.overwrite:
             raise FileExistsError(f"run directory {run_dir} exists; use --resume to continue it, --overwrite to "
@@ -141,7 +135,7 @@ def prepare_run_dir(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
         if stale:
             print(f"note: {run_dir} had no checkpoint; its earlier records ({', '.join(p.name for p in stale)}) "
                   "were removed and the run starts from epoch 1", file=sys.stderr)
-    return run_dir, None
+    return run_dir, branch
 
 
 def repair_records(run_dir: Path, state: dict[str, Any]) -> None:
@@ -193,7 +187,8 @@ def train(cfg: Config) -> Path:
 def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) -> Path:
     rank, _, world_size = D.world()
     main = rank == 0
-    resumed = prepare_run_dir(cfg)[1] if main else None  # checked against the config before anything is written
+    start = prepare_run_dir(cfg)[1] if main else None  # checked against the config before anything is written
+    branching = bool(cfg.run.branch_from) and not cfg.run.resume
     data_path = ensure_dataset(cfg)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -224,9 +219,12 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=total_steps,
                                                     pct_start=0.1, anneal_strategy="cos")
     start_epoch, best, best_epoch, history = 0, math.inf, None, []
-    if cfg.run.resume:
-        state = resumed if resumed is not None else load_checkpoint(run_dir / "last.pt")
-        if main:
+    if cfg.run.resume or branching:
+        if start is not None:
+            state = start
+        else:
+            state = load_checkpoint(run_dir / "last.pt" if cfg.run.resume else cfg.run.branch_from)
+        if main and cfg.run.resume:
             repair_records(run_dir, state)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -235,7 +233,8 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
         start_epoch, best, history = state["epoch"], state["best"], list(state["history"])
         best_epoch = state.get("best_epoch")
         if main:
-            print(f"resuming {run_dir} after epoch {start_epoch}")
+            print(f"{'branching from ' + cfg.run.branch_from if branching else 'resuming ' + str(run_dir)} "
+                  f"after epoch {start_epoch}")
     n_params = count_params(model)
     net = DistributedDataParallel(model) if distributed else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.optim.bf16 and device.type == "cuda"
@@ -251,6 +250,25 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
                 "best_epoch": best_epoch,
                 "history": history, "config": cfg.to_dict(), "survey": survey.to_dict(),
                 "normalisation": normalizer.to_dict(), "data_shape": list(data_shape), "data": str(data_path)}
+
+    def snapshot_state(epoch: int, improved: bool) -> dict[str, Any]:
+        """The state after ``epoch`` plus, when an earlier epoch is the best so far, that epoch's weights (a branch
+        from this snapshot needs them for its own best.pt)."""
+        snap = checkpoint_state(epoch)
+        if not improved and best_epoch is not None:
+            snap["best_model"] = load_checkpoint(run_dir / "best.pt")["model"]
+        return snap
+
+    if main and branching:  # the branch's own records start as the trunk's up to the snapshot
+        best_model = state.get("best_model")
+        save_checkpoint({**checkpoint_state(start_epoch), **({"model": best_model, "epoch": best_epoch}
+                                                               if best_model is not None else {})},
+                        run_dir / "best.pt")
+        save_checkpoint(checkpoint_state(start_epoch), run_dir / "last.pt")  # the commit point of the branch
+        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if wb is not None:
+            for record in history:
+                wb.log(record, step=record["epoch"])
 
     end_epoch = cfg.optim.epochs if not cfg.run.stop_after else min(cfg.optim.epochs, start_epoch + cfg.run.stop_after)
     for epoch in range(start_epoch, end_epoch):
@@ -296,6 +314,8 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
             improved = val_metrics["mae"] < best
             if improved:
                 best, best_epoch = val_metrics["mae"], epoch + 1
+            if epoch + 1 in cfg.run.keep_epochs:  # before last.pt: a kill in between redoes this epoch
+                save_checkpoint(snapshot_state(epoch + 1, improved), run_dir / snapshot_name(epoch + 1))
             save_checkpoint(checkpoint_state(epoch + 1), run_dir / "last.pt")  # the commit point of the epoch
             kill_hook("after-last", epoch + 1)
             if improved:
@@ -328,6 +348,7 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
                    "torch_threads": torch.get_num_threads(),  # reductions' order, hence the last bits, depend on it
                    "flops": count_flops(model, batch_example(val_set, device)), "data_shape": list(data_shape),
                    "survey": survey.to_dict(),
+                   **({"branch_from": cfg.run.branch_from} if cfg.run.branch_from else {}),
                    **{f"val/{k}": v for k, v in val_metrics.items()}}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"best epoch {best_state['epoch']}: val MAE {val_metrics['mae']:.4f} "

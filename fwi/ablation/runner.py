@@ -55,6 +55,12 @@ def train_argv(cell: Cell, run_dir: Path) -> list[str]:
     return argv + (["--resume"] if (run_dir / "last.pt").exists() else [])
 
 
+def branch_source(cell: Cell) -> Path | None:
+    """The trunk snapshot a branch cell starts from (None for other cells)."""
+    source = cell.config.get("run", {}).get("branch_from", "")
+    return Path(source) if source else None
+
+
 class Runner:
     """Runs the cells of one ablation under ``<out>/<name>/runs/``, ``launch`` options giving where and how many
     at once (each local child then gets ``OMP_NUM_THREADS = cores // jobs``)."""
@@ -128,8 +134,20 @@ class Runner:
             raise
 
     def train(self, cells: list[Cell], bar) -> dict[str, str]:
-        """Train the cells without a summary.json; their status (ok / failed / pending)."""
+        """Train the cells without a summary.json, trunks before the branches that start from their snapshots;
+        their status (ok / failed / pending: a branch whose snapshot is not there stays pending)."""
         todo = [c for c in cells if not (self.runs_dir / c.run / "summary.json").exists()]
+        status = self._train_wave([c for c in todo if not branch_source(c)], bar)
+        branches = [c for c in todo if branch_source(c)]
+        ready = [c for c in branches if branch_source(c).exists() or (self.runs_dir / c.run / "last.pt").exists()]
+        for cell in branches:
+            if cell not in ready:
+                status[cell.run] = "pending"
+                print(f"{cell.run}: waits for {branch_source(cell)} (its trunk has not kept that epoch yet; a trunk "
+                      "finished without it must be retrained: delete its run directory)", file=sys.stderr)
+        return {**status, **self._train_wave(ready, bar)}
+
+    def _train_wave(self, todo: list[Cell], bar) -> dict[str, str]:
         cmds = []
         for cell in todo:
             run_dir = self.runs_dir / cell.run

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fwi.config import RENAMED_FLAGS, Config, from_dict, load_config, read_yaml
+from fwi.continuation import branch_conflicts, snapshot_name
 
 SPEC_KEYS = ("name", "description", "notes", "findings", "base", "overrides", "baseline", "physics_weight",
              "physics_overrides", "wandb", "evaluate", "grid", "extra")
@@ -27,7 +28,10 @@ RESERVED = {"name": "the cell names are derived from the labels", "out": "use --
             "group": "the group is the ablation name", "seed": "use the seeds factor",
             "resume": "finished cells are skipped and interrupted ones resumed automatically",
             "overwrite": "delete the cell's run directory to retrain it",
-            "physics_weight": "use the physics factor and the spec's physics_weight (a variant may set its own)"}
+            "physics_weight": "use the physics factor and the spec's physics_weight (a variant may set its own)",
+            "branch_from": "give the variant branch_of (the trunk's label) and branch_at (its epoch)"}
+#: Variant keys that are not config fields: the variant's own physics weight, and where it branches from a trunk.
+VARIANT_KEYS = ("label", "physics_weight", "branch_of", "branch_at")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 #: File name of a cell's resolved config inside its run directory.
 CELL_CONFIG = "cell.yaml"
@@ -59,7 +63,7 @@ def _check_overrides(data: Any, where: str, allow_label: bool = False) -> dict[s
     for key in data if isinstance(data, dict) else ():
         if key in RESERVED and not (allow_label and key == "physics_weight"):
             raise ValueError(f"{where} sets {key!r}, which the ablation sets for each cell ({RESERVED[key]})")
-    valid = [*(["label", "physics_weight"] if allow_label else []),
+    valid = [*(VARIANT_KEYS if allow_label else []),
              *(k for k in override_fields() if k not in RESERVED)]
     return dict(_check_keys(data, valid, where))
 
@@ -220,6 +224,36 @@ def resolve(base_cfg: Config, merged: dict[str, Any], where: str) -> Config:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def _link_branches(cells: list[Cell], runs: dict[str, Cell], runs_dir: Path) -> None:
+    """Cells of variants with ``branch_of``/``branch_at`` start from the trunk cell's snapshot (same seed): the
+    trunk keeps that epoch, the branch's ``branch_from`` names it; a branch that could not have trained the trunk's
+    epochs as the trunk did is an error here (see fwi.continuation)."""
+    for cell in cells:
+        trunk_label, epoch = cell.factors.get("branch_of"), cell.factors.get("branch_at")
+        if trunk_label is None and epoch is None:
+            continue
+        where = f"variant {cell.label!r}"
+        if not isinstance(trunk_label, str) or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"{where}: a branch needs both branch_of (a variant label) and branch_at (an epoch >= 1), "
+                             f"got branch_of={trunk_label!r}, branch_at={epoch!r}")
+        trunks = [c for c in runs.values() if c.label == trunk_label and c.seed == cell.seed]
+        if len(trunks) != 1:
+            raise ValueError(f"{where} branches from {trunk_label!r}, which has {len(trunks)} cells with seed "
+                             f"{cell.seed} (needs exactly one)")
+        trunk = trunks[0]
+        if "branch_of" in trunk.factors:
+            raise ValueError(f"{where} branches from {trunk_label!r}, itself a branch; branch from its trunk")
+        conflicts = branch_conflicts(cell.config, trunk.config, epoch)
+        if conflicts:
+            raise ValueError(f"{where} cannot branch from {trunk_label!r} after epoch {epoch}: " + "; ".join(conflicts))
+        if epoch >= trunk.config["optim"]["epochs"]:
+            raise ValueError(f"{where}: branch_at {epoch} must be below the trunk's {trunk.config['optim']['epochs']} "
+                             "epochs")
+        kept = trunk.config["run"]
+        kept["keep_epochs"] = sorted({*kept.get("keep_epochs", []), epoch})
+        cell.config["run"]["branch_from"] = str(runs_dir / trunk.run / snapshot_name(epoch))
+
+
 def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str | None = None,
                    out: str | Path = "experiments", evaluate: bool | None = None) -> Ablation:
     """Validate ``spec`` and resolve every cell's Config (a typo fails here, before anything runs)."""
@@ -246,7 +280,7 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
                              f"{cell.seed}); remove the duplicate from grid/extra")
         seen[cell.run] = cell
         merged = {**overrides, **(physics_overrides if cell.physics else {}),
-                  **{k: v for k, v in cell.factors.items() if k != "physics_weight"}}  # the variant's own win
+                  **{k: v for k, v in cell.factors.items() if k not in VARIANT_KEYS}}  # the variant's own win
         tags = [*merged.pop("tags", ()), f"ablation:{name}", f"variant:{cell.variant}"]
         weight = cell.factors.get("physics_weight", physics_weight)
         merged.update(seed=cell.seed, physics_weight=float(weight) if cell.physics else 0.0,
@@ -254,6 +288,7 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
         merged.setdefault("progress", False)  # the child's output goes to a log file
         where = f"variant {cell.label!r} (seed {cell.seed}, physics {'on' if cell.physics else 'off'})"
         cell.config = resolve(base_cfg, merged, where).to_dict()
+    _link_branches(cells, seen, runs_dir)
     baseline = spec.get("baseline", "none")
     if baseline not in variants:
         raise ValueError(f"baseline {baseline!r} is not a variant label; labels: {', '.join(variants)}")

@@ -195,7 +195,7 @@ def test_only_runs_the_matching_cells(ablation, capsys):
     ({"nmae": "x"},
      r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
-     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, physics_weight, data, .*attn, encoder_attn"),
+     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, physics_weight, branch_of, branch_at, data, .*attn, encoder_attn"),
     ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
      r"unknown key\(s\) \['seed'\] in grid; valid keys: variants, physics, seeds"),
     ({"extra": [{"variant": {"label": "x"}, "seed": [0]}]}, r"in extra\[0\]; valid keys: variant, seeds, physics"),
