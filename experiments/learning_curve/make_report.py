@@ -72,6 +72,7 @@ def main() -> None:
                         capsize=3, label=name)
         ax.set(xscale="log", xlabel="training models", title=title)
         ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()  # log-axis minor labels would overprint the sizes
     axes[0].legend(fontsize=8)
     fig.savefig(HERE / "learning_curve.png", dpi=110)
     plt.close(fig)
@@ -95,6 +96,7 @@ def main() -> None:
         ax.axhline(0, color="k", lw=0.8)
         ax.set(xscale="log", xlabel="training models", title=f"Δ {title} vs plain U-Net")
         ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()  # log-axis minor labels would overprint the sizes
     axes[0].legend(fontsize=8)
     fig.savefig(HERE / "attention_gain.png", dpi=110)
     plt.close(fig)
