@@ -58,11 +58,11 @@ def physics_off_before(config: dict[str, Any], epoch: int) -> bool:
 def branch_conflicts(requested: dict[str, Any], recorded: dict[str, Any], epoch: int) -> list[str]:
     """Why a run of config ``requested`` cannot branch from a snapshot after ``epoch`` of a run of ``recorded``
     (empty when it can): the result-changing keys that differ, physics keys only if the term acted before."""
-    dormant = physics_off_before(requested, epoch) and physics_off_before(recorded, epoch)
+    trunk_off, branch_off = physics_off_before(recorded, epoch), physics_off_before(requested, epoch)
+    dormant = trunk_off and branch_off
     reasons = resume_conflicts(requested, recorded, RESUME_FREE_KEYS | (PHYSICS_KEYS if dormant else frozenset()))
     if not dormant:
-        reasons.append(f"the physics term acts before epoch {epoch + 1} in "
-                       f"{'the trunk' if not physics_off_before(recorded, epoch) else 'this run'} "
+        reasons.append(f"the physics term acts before epoch {epoch + 1} in {'this run' if trunk_off else 'the trunk'} "
                        f"(physics_start_epoch must be >= {epoch} in both, or the weight 0)")
     return reasons
 
