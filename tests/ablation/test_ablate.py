@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from fwi import ablate
+from fwi.ablation.cli import select_cells
 from fwi.ablation.plots import axis_range
 from fwi.ablation.results import read_csv
-from fwi.ablation.spec import build_ablation
+from fwi.ablation.spec import Cell, build_ablation
 from fwi.config import load_config
 from fwi.data.generate import generate
 
@@ -189,6 +190,18 @@ def test_only_runs_the_matching_cells(ablation, capsys):
     assert "--only" not in recorded and "--jobs 2" not in recorded
     assert ablate.main([*base, "--dry-run", "--only", "nope*"]) == 2
     assert "--only nope* matches no cell; the cells are: tiny-none-nophys-s0" in capsys.readouterr().err
+
+
+def test_only_matches_the_spec_label_of_a_physics_cell():
+    """A physics cell's variant is its label with +phys; the label as written in the spec selects it too."""
+    cells = [Cell("w10-last3", True, 0, "grid", {}, run="sweep-w10-last3-phys-s0"),
+             Cell("w1-last3", True, 0, "grid", {}, run="sweep-w1-last3-phys-s0"),
+             Cell("nophys", False, 0, "extra", {}, run="sweep-nophys-nophys-s0")]
+    assert [c.run for c in select_cells(cells, ["w10-last3", "nophys"])] == [cells[0].run, cells[2].run]
+    assert [c.label for c in select_cells(cells, ["*+phys"])] == ["w10-last3", "w1-last3"]
+    assert [c.label for c in select_cells(cells, ["w1-last3+phys"])] == ["w1-last3"]
+    with pytest.raises(ValueError, match="matches no cell"):
+        select_cells(cells, ["w3-*"])
 
 
 @pytest.mark.parametrize("change, message", [
