@@ -6,8 +6,9 @@ The runs of ``fwi.ablate configs/ablation/physics_sweep.yaml`` share their trunk
 difference is what the physics term did, not trunk-to-trunk noise. Writes, beside this script:
 
 - ``paired.md``: per branch, validation MAE / salt IoU / data misfit at every epoch from the branch point on, trunk
-  against branch; and the test-split metrics of both checkpoints with the paired difference over the test models
-  (branch minus trunk, mean ± standard error over models; the test models are the same for both runs);
+  against branch; and the test-split metrics of both runs with the paired difference over the test models (branch
+  minus trunk, mean ± standard error over models; the test models are the same for both runs), for the best
+  checkpoints (the runner's ``eval-test/``) and, where evaluated, the last ones (``eval-test-last/``);
 - ``paired.png``: validation MAE and validation data misfit against epoch, trunk and branches.
 
 A branch whose best validation epoch lies before its branch point evaluates the trunk's weights (its ``best.pt`` is the
@@ -29,6 +30,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VAL = (("val/mae_ms", "val MAE (m/s)", 1), ("val/iou", "val IoU", 4), ("val/data_misfit", "val data misfit", 4))
+#: evaluations read when present: the runner's (best.pt) and, evaluated by hand, the last epoch's
+#: (``python -m fwi.evaluate RUN/last.pt --out RUN/eval-test-last --no-figures``).
+EVALUATIONS = (("eval-test", "best checkpoints"), ("eval-test-last", "last checkpoints"))
 TEST = (("mae_ms", "MAE (m/s)", 1), ("ssim", "SSIM", 4), ("iou", "salt IoU", 4), ("data_misfit", "data misfit", 4))
 
 
@@ -36,10 +40,10 @@ def read_run(run: Path) -> dict:
     """summary.json, the epochs of metrics.jsonl and (when evaluated) eval-test/metrics.json of one run."""
     summary = json.loads((run / "summary.json").read_text())
     epochs = {r["epoch"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
-    test_file = run / "eval-test" / "metrics.json"
-    test = json.loads(test_file.read_text()) if test_file.exists() else None
+    tests = {folder: json.loads((run / folder / "metrics.json").read_text())
+             for folder, _ in EVALUATIONS if (run / folder / "metrics.json").exists()}
     config = yaml.safe_load((run / "config.yaml").read_text())
-    return {"name": run.name, "summary": summary, "epochs": epochs, "test": test, "config": config}
+    return {"name": run.name, "summary": summary, "epochs": epochs, "tests": tests, "config": config}
 
 
 def paired_difference(branch: dict, trunk: dict, key: str) -> tuple[float, float]:
@@ -82,10 +86,13 @@ def write_table(trunk: dict, branches: list[dict], out: Path) -> None:
                 cells += [f"{t[key]:.{digits}f}" if t else "", f"{b[key]:.{digits}f}"]
             lines.append(f"| {e} | " + " | ".join(cells) + f" | {b.get('train/physics', 0.0):.5f} |")
         lines.append("")
-        if br["test"] and trunk["test"]:
-            tb, tt = br["test"], trunk["test"]
-            note = (" (before the branch point: the trunk's weights)" if tb["epoch"] <= k else "")
-            lines += [f"Test split ({tb['n']} models), best checkpoints: trunk epoch {tt['epoch']}, branch epoch "
+        for folder, what in EVALUATIONS:
+            if folder not in br["tests"] or folder not in trunk["tests"]:
+                lines += [f"Test split, {what}: not evaluated.", ""]
+                continue
+            tb, tt = br["tests"][folder], trunk["tests"][folder]
+            note = " (at or before the branch point: the trunk's weights)" if tb["epoch"] <= k else ""
+            lines += [f"Test split ({tb['n']} models), {what}: trunk epoch {tt['epoch']}, branch epoch "
                       f"{tb['epoch']}{note}.", "",
                       "| metric | trunk | branch | branch - trunk (mean ± s.e. over models) |", "|---|---|---|---|"]
             for key, head, digits in TEST:
@@ -93,8 +100,6 @@ def write_table(trunk: dict, branches: list[dict], out: Path) -> None:
                 lines.append(f"| {head} | {tt['mean'][key]:.{digits}f} | {tb['mean'][key]:.{digits}f} | "
                              f"{mean:+.{digits}f} ± {se:.{digits}f} |")
             lines.append("")
-        else:
-            lines += ["Test split: not evaluated yet.", ""]
     out.write_text("\n".join(lines))
 
 
