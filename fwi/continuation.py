@@ -33,6 +33,13 @@ def snapshot_name(epoch: int) -> str:
     return f"epoch-{epoch}.pt"
 
 
+def snapshot_epoch(path: str | Path) -> int | None:
+    """The epoch of a snapshot file named by `snapshot_name` (``.../epoch-K.pt`` -> K), else None."""
+    stem = Path(path).name.removesuffix(".pt")
+    prefix, _, number = stem.partition("-")
+    return int(number) if prefix == "epoch" and number.isdigit() else None
+
+
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
     """A (possibly older) nested config flattened, keys it lacks at their defaults (the behaviour it had)."""
     return {**flatten_config(Config().to_dict()), **flatten_config(upgrade_config(config))}

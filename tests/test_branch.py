@@ -9,7 +9,7 @@ import torch
 
 from fwi.checkpoint import load_checkpoint, save_checkpoint
 from fwi.config import load_config
-from fwi.continuation import branch_conflicts, physics_off_before
+from fwi.continuation import branch_conflicts, physics_off_before, snapshot_epoch, snapshot_name
 from fwi.train import main, train
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
@@ -114,3 +114,8 @@ def test_physics_settings_may_differ_only_while_the_term_is_off_in_both_runs():
     other = json.loads(json.dumps(late))
     other["model"]["attn"] = "se"
     assert branch_conflicts(other, off, 22) == ["model.attn ('none' -> 'se')"]
+
+
+def test_snapshot_epoch_inverts_snapshot_name():
+    assert [snapshot_epoch(f"runs/trunk/{snapshot_name(k)}") for k in (1, 17, 220)] == [1, 17, 220]
+    assert [snapshot_epoch(p) for p in ("runs/trunk/last.pt", "best.pt", "epoch-x.pt", "epoch-3.pth")] == [None] * 4

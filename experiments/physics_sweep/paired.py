@@ -25,6 +25,8 @@ from pathlib import Path
 import matplotlib
 import yaml
 
+from fwi.continuation import snapshot_epoch
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -61,7 +63,7 @@ def paired_difference(branch: dict, trunk: dict, key: str) -> tuple[float, float
 def branch_point(run: dict) -> int | None:
     """The trunk epoch a branch started from (``summary.json``'s branch_from, ``.../epoch-K.pt``), else None."""
     source = run["summary"].get("branch_from")
-    return int(Path(source).stem.split("-")[1]) if source else None
+    return snapshot_epoch(source) if source else None
 
 
 def physics_text(run: dict) -> str:
