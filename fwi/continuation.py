@@ -25,7 +25,7 @@ RESUME_FREE_KEYS = frozenset({
 PHYSICS_KEYS = frozenset({
     "loss.physics_weight", "loss.physics_norm", "loss.physics_shots", "loss.physics_samples",
     "loss.physics_start_epoch", "loss.physics_ramp_epochs", "loss.physics_storage", "loss.physics_compression",
-    "loss.physics_gradient_sampling", "loss.physics_checkpoint_segments"})
+    "loss.physics_gradient_sampling", "loss.physics_checkpoint_segments", "loss.physics_depth_power"})
 
 
 def snapshot_name(epoch: int) -> str:

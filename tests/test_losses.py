@@ -69,6 +69,8 @@ def pred_of(v_norm: torch.Tensor, logits: torch.Tensor | None = None) -> dict:
     (dict(physics_gradient_sampling=0), "physics_gradient_sampling"),
     (dict(physics_checkpoint_segments=-2), "physics_checkpoint_segments"),
     (dict(physics_ramp_epochs=1.5), "physics_ramp_epochs"),
+    (dict(physics_depth_power=-1.0), "physics_depth_power"),
+    (dict(physics_depth_power=float("inf")), "physics_depth_power"),
     (dict(supervised_weight=0.0, salt_weight=0.0, physics_weight=1.0, physics_start_epoch=3), "physics_start_epoch"),
 ])
 def test_config_validation_names_the_field(change, field):
@@ -83,7 +85,7 @@ def test_config_defaults_are_valid_and_flat():
     assert names == ["velocity_loss", "supervised_weight", "ssim_weight", "salt_weight", "physics_weight",
                      "physics_norm", "physics_shots", "physics_samples", "physics_start_epoch", "physics_ramp_epochs",
                      "physics_storage", "physics_compression", "physics_gradient_sampling",
-                     "physics_checkpoint_segments"]
+                     "physics_checkpoint_segments", "physics_depth_power"]
     with pytest.raises(ValueError, match="must divide"):
         FWILoss(physics_cfg(physics_gradient_sampling=4), SURVEY, Normalizer(1500, 4000, -1, 1))  # 150 % 4 != 0
 
@@ -168,6 +170,24 @@ def test_physics_gradient_is_correct_and_points_downhill(setup):
     h = 1e-4
     fd = (at(v.detach() + h * direction) - at(v.detach() - h * direction)) / (2 * h)
     assert fd == pytest.approx(float((grad * direction).sum()), rel=0.02)
+
+
+@pytest.mark.parametrize("power", [1.0, 2.5])
+def test_depth_power_keeps_the_loss_and_scales_its_gradient_by_depth(power, setup):
+    """Same physics value; gradient = the unweighted gradient x ((row + 1) / nz)^p, row by row (hand weights)."""
+    norm, batch = setup[1]
+    batch64 = {k: (t.double() if torch.is_tensor(t) else t) for k, t in batch.items()}
+    v = perturbed(batch64["velocity"])
+    results = []
+    for p in (0.0, power):
+        x = v.clone().requires_grad_()
+        total, parts = FWILoss(physics_cfg(physics_depth_power=p), SURVEY, norm)(pred_of(x), batch64)
+        results.append((parts["physics"], torch.autograd.grad(total, x)[0]))
+    (plain_value, plain_grad), (value, grad) = results
+    assert value == plain_value
+    weights = torch.tensor([((row + 1) / SURVEY.nz) ** power for row in range(SURVEY.nz)], dtype=torch.float64)
+    torch.testing.assert_close(grad, plain_grad * weights.view(1, 1, -1, 1))
+    assert grad[..., 0, :].abs().max() < 0.2 * plain_grad[..., 0, :].abs().max()  # the top row is damped
 
 
 def test_shot_subsampling_is_reproducible_and_equals_the_misfit_of_those_shots(setup):

@@ -10,7 +10,12 @@ At ``CHECKPOINT`` (default: the sweep trunk's ``epoch-22.pt``, where the physics
   physics term, their ratio and cosine: what the physics adds to a step, and whether it pulls along or across;
 - the same in output space (gradient w.r.t. the predicted velocity of the physics-sampled models), and the share of
   the physics gradient's energy in the top third of the model, in the salt (true mask) and below the top of salt:
-  where the waveform misfit asks the network to change the velocity.
+  where the waveform misfit asks the network to change the velocity;
+- whether that change points toward the truth: the cosine of the physics gradient with the prediction's error
+  (predicted - true velocity; a gradient step moves the prediction by -g, so a positive cosine means the physics
+  step reduces the error), over all cells and inside the salt, for the gradient as it is and reweighted with depth by
+  (z / z_max)^p for each ``--depth-powers`` p (the preconditioning that `fwi.invert --depth-power` applies, here
+  applied to the training gradient in output space). The supervised gradient's cosine is the reference.
 
 Deterministic for a checkpoint (fixed batches, fixed generator for the physics shot and sample draw).
 """
@@ -48,10 +53,18 @@ def main() -> None:
     p.add_argument("--branch", type=Path, default=RUNS / "physics_sweep-w10-last3-phys-s0",
                    help="run whose loss settings (physics weight, shots, samples) are used")
     p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--physics-weight", type=float, help="override the branch's physics weight")
+    p.add_argument("--physics-depth-power", type=float, help="override the branch's loss.physics_depth_power")
+    p.add_argument("--depth-powers", default="1,2,3", help="comma-separated depth-weighting powers p to score")
     args = p.parse_args()
+    powers = [float(x) for x in args.depth_powers.split(",") if x.strip()]
 
     run = load_run(args.checkpoint)
     loss_cfg = from_dict(LossConfig, yaml.safe_load((args.branch / "config.yaml").read_text())["loss"], "loss")
+    if args.physics_weight is not None:
+        loss_cfg = replace(loss_cfg, physics_weight=args.physics_weight)
+    if args.physics_depth_power is not None:
+        loss_cfg = replace(loss_cfg, physics_depth_power=args.physics_depth_power)
     weight = loss_cfg.physics_weight
     loss_fn = FWILoss(loss_cfg, run.survey, run.normalizer, run.time_decimation)
     supervised_fn = FWILoss(replace(loss_cfg, physics_weight=0.0), run.survey, run.normalizer, run.time_decimation)
@@ -80,6 +93,13 @@ def main() -> None:
         top_of_salt = torch.where(mask.any(1), mask.float().argmax(1), nz)  # (n, nx): first salt row per column
         below_top = depth >= rearrange(top_of_salt, "n x -> n 1 x")
         total_e = e_phy.sum().clamp_min(1e-30)
+        error = (pred["velocity"] - batch["velocity"]).detach()[idx, 0]  # (n, nz, nx), normalised units
+        z = ((torch.arange(nz) + 1) / nz)[None, :, None]
+        toward = {}
+        for name, g in [("supervised gradient", g_sup_v[idx, 0]), ("physics gradient", g_phy_v[idx, 0])] + [
+                (f"physics gradient x (z/z_max)^{q:g}", g_phy_v[idx, 0] * z.pow(q)) for q in powers]:
+            toward[f"cos({name}, pred - true)"] = cosine(g.reshape(-1), error.reshape(-1))
+            toward[f"cos({name}, pred - true) in salt"] = cosine(g[mask], error[mask])
         rows.append({
             "weights: |g_phys| / |g_sup|": float(g_phy_w.norm() / g_sup_w.norm()),
             "weights: cos(g_phys, g_sup)": cosine(g_phy_w, g_sup_w),
@@ -90,8 +110,10 @@ def main() -> None:
             "physics energy below top of salt": float(e_phy[below_top].sum() / total_e),
             "salt share of the sampled models' cells": float(mask.float().mean()),
             "physics term (unweighted)": float(parts["physics"]),
+            **toward,
         })
-    print(f"checkpoint {args.checkpoint}, physics weight {weight}, {args.batches} batches of {batch_size}")
+    print(f"checkpoint {args.checkpoint}, physics weight {weight}, depth power {loss_cfg.physics_depth_power:g}, "
+          f"{args.batches} batches of {batch_size}")
     print("| quantity | " + " | ".join(f"batch {i}" for i in range(len(rows))) + " | mean |")
     print("|---" * (len(rows) + 2) + "|")
     for key in rows[0]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from einops import repeat
 
 from fwi.physics import Survey
+from fwi.physics.depth import depth_weights
 
 
 def gaussian_kernel(sigma: float, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -103,8 +104,7 @@ class Preconditioner:
             h = h + self.illumination_eps * h.flatten(1).amax(1).view(-1, 1, 1)
             g = g / (h / h.flatten(1).amax(1).view(-1, 1, 1))
         if self.depth_power:
-            z = (torch.arange(nz, dtype=g.dtype, device=g.device) + 1) / nz
-            g = g * z.pow(self.depth_power)[:, None]
+            g = g * depth_weights(nz, self.depth_power, g.dtype, g.device)
         if self.mute_cells > 0:
             g = g * mute_taper(nz, self.mute_cells, g.dtype, g.device)
         if self.smooth_sigma > 0:

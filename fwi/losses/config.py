@@ -30,6 +30,7 @@ class LossConfig:
     physics_compression: bool = False
     physics_gradient_sampling: int = 1
     physics_checkpoint_segments: int = 0  # 0 = off
+    physics_depth_power: float = 0.0  # > 0: physics gradient w.r.t. the predicted velocity x (z / z_max)^p
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and its valid values."""
@@ -49,6 +50,9 @@ class LossConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"loss.{name} must be an integer >= {low}, got {value!r}")
+        power = self.physics_depth_power
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power < float("inf"):
+            raise ValueError(f"loss.physics_depth_power must be a finite number >= 0, got {power!r}")
         if not isinstance(self.physics_compression, bool):
             raise ValueError(f"loss.physics_compression must be true or false, got {self.physics_compression!r}")
         others = sum(float(getattr(self, n)) for n in ("supervised_weight", "ssim_weight", "salt_weight"))

@@ -29,6 +29,13 @@ pml 20, accuracy 4, nt 1000) and B = 16, S' = 5 this is ~4.2 GB in float32; `FWI
 * ``physics_checkpoint_segments = n``: run the time axis in n checkpointed segments (``torch.utils.checkpoint``),
   peak memory ~ one segment's history plus n boundary states, at the cost of a second forward pass. deepwave's
   checkpointing is reentrant: take gradients with ``loss.backward()``, not ``torch.autograd.grad``.
+
+Depth weighting
+---------------
+``physics_depth_power = p > 0`` multiplies the physics term's gradient w.r.t. the predicted velocity by
+(z / z_max)^p before it reaches the network (the loss value is unchanged): the depth preconditioning of FWI
+(`fwi.invert --depth-power`) applied in training. At the sweep's branch point 98 % of the physics gradient's
+energy lies in the top third of the model (`experiments/physics_sweep/gradient_share.md`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from fwi.data.transforms import Normalizer, decimate_time
 from fwi.losses.config import LossConfig
 from fwi.metrics import ssim01
 from fwi.physics import PHYSICS_MIN_VELOCITY, Survey, clamp_velocity, forward_model
+from fwi.physics.depth import depth_weights, scale_gradient
 
 #: Additive smoothing of the soft Dice coefficient (per sample); makes two empty masks a perfect match.
 DICE_SMOOTH = 1.0
@@ -146,10 +154,14 @@ class FWILoss(nn.Module):
 
     def physics_loss(self, velocity: torch.Tensor, observed: torch.Tensor, shots: torch.Tensor | None = None
                      ) -> torch.Tensor:
-        """Mean L1 / squared-L2 misfit between modelled and observed normalised gathers (B, S, T', R) of ``shots``."""
+        """Mean L1 / squared-L2 misfit between modelled and observed normalised gathers (B, S, T', R) of ``shots``.
+
+        With ``physics_depth_power`` p > 0 its gradient w.r.t. ``velocity`` is scaled by (z / z_max)^p."""
         if shots is not None:
             shots = shots.to(observed.device)
             observed = torch.take_along_dim(observed, shots[:, :, None, None], dim=1)
+        if self.cfg.physics_depth_power > 0:
+            velocity = scale_gradient(velocity, depth_weights(velocity.shape[-2], self.cfg.physics_depth_power))
         modelled = self.model_gathers(velocity, shots)
         if modelled.shape != observed.shape:
             raise ValueError(
