@@ -68,7 +68,8 @@ def branch_point(run: dict) -> int | None:
 
 def physics_text(run: dict) -> str:
     loss = run["config"].get("loss", {})
-    return f"weight {loss.get('physics_weight')}, from epoch {loss.get('physics_start_epoch')}"
+    depth = f", gradient x (z/z_max)^{loss['physics_depth_power']:g}" if loss.get("physics_depth_power") else ""
+    return f"weight {loss.get('physics_weight')}{depth}, from epoch {loss.get('physics_start_epoch')}"
 
 
 def write_table(trunk: dict, branches: list[dict], out: Path) -> None:
