@@ -34,6 +34,7 @@ from fwi.config import from_dict
 from fwi.data.dataset import FWIDataset
 from fwi.losses import FWILoss
 from fwi.losses.config import LossConfig
+from fwi.physics.depth import depth_weights
 from fwi.run import load_run
 
 RUNS = Path(__file__).resolve().parent / "runs"
@@ -94,10 +95,9 @@ def main() -> None:
         below_top = depth >= rearrange(top_of_salt, "n x -> n 1 x")
         total_e = e_phy.sum().clamp_min(1e-30)
         error = (pred["velocity"] - batch["velocity"]).detach()[idx, 0]  # (n, nz, nx), normalised units
-        z = ((torch.arange(nz) + 1) / nz)[None, :, None]
         toward = {}
         for name, g in [("supervised gradient", g_sup_v[idx, 0]), ("physics gradient", g_phy_v[idx, 0])] + [
-                (f"physics gradient x (z/z_max)^{q:g}", g_phy_v[idx, 0] * z.pow(q)) for q in powers]:
+                (f"physics gradient x (z/z_max)^{q:g}", g_phy_v[idx, 0] * depth_weights(nz, q)) for q in powers]:
             toward[f"cos({name}, pred - true)"] = cosine(g.reshape(-1), error.reshape(-1))
             toward[f"cos({name}, pred - true) in salt"] = cosine(g[mask], error[mask])
         rows.append({

@@ -35,7 +35,8 @@ Depth weighting
 ``physics_depth_power = p > 0`` multiplies the physics term's gradient w.r.t. the predicted velocity by
 (z / z_max)^p before it reaches the network (the loss value is unchanged): the depth preconditioning of FWI
 (`fwi.invert --depth-power`) applied in training. At the sweep's branch point 98 % of the physics gradient's
-energy lies in the top third of the model (`experiments/physics_sweep/gradient_share.md`).
+energy lies in the top third of the model (`experiments/physics_sweep/gradient_share.md`); measured on ablation70,
+p = 2 moves it down but does not improve the velocity model (`experiments/fwi_refine/README.md`).
 """
 
 from __future__ import annotations
