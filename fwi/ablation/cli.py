@@ -74,9 +74,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", default=None,
                    help="skip the test-split evaluation of the cells")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                   help="run only the cells whose run name or variant label (with or without +phys) matches this "
-                        "shell pattern (repeatable; e.g. --only 'ca-*' --only '*-s0'); the report still covers "
-                        "every cell")
+                   help="run only the cells whose run name (with or without the ablation's name in front) or "
+                        "variant label (with or without +phys) matches this shell pattern (repeatable; e.g. --only "
+                        "'ca-*' --only '*-s0' --only none-n1500-nophys-s0); the report still covers every cell")
     add_launcher_args(p)
     return p
 
@@ -92,12 +92,12 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def select_cells(cells: list[Cell], patterns: list[str]) -> list[Cell]:
-    """The cells whose run name, spec label or variant (the label with ``+phys``) matches one of the shell
-    ``patterns`` (all cells without patterns)."""
+    """The cells whose run name (with or without the ablation's name in front), spec label or variant (the label
+    with ``+phys``) matches one of the shell ``patterns`` (all cells without patterns)."""
     if not patterns:
         return list(cells)
     chosen = [c for c in cells
-              if any(fnmatch.fnmatchcase(name, p) for p in patterns for name in (c.run, c.label, c.variant))]
+              if any(fnmatch.fnmatchcase(name, p) for p in patterns for name in (c.run, c.key, c.label, c.variant))]
     if not chosen:
         raise ValueError(f"--only {' '.join(patterns)} matches no cell; the cells are: "
                          f"{', '.join(c.run for c in cells)}")

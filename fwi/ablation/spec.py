@@ -86,6 +86,11 @@ class Cell:
         """Aggregation key: the label, with ``+phys`` when the physics loss is on."""
         return self.label + ("+phys" if self.physics else "")
 
+    @property
+    def key(self) -> str:
+        """The run name without the ablation's name: ``<label>-phys|nophys-s<seed>``."""
+        return f"{self.label}-{'phys' if self.physics else 'nophys'}-s{self.seed}"
+
     def factors_text(self) -> str:
         return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.factors.items())
 
@@ -274,7 +279,7 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
     runs_dir = Path(out) / name / "runs"
     seen: dict[str, Cell] = {}
     for cell in cells:
-        cell.run = f"{name}-{cell.label}-{'phys' if cell.physics else 'nophys'}-s{cell.seed}"
+        cell.run = f"{name}-{cell.key}"
         if cell.run in seen:
             raise ValueError(f"two cells resolve to the same run {cell.run!r} (variant {cell.label!r}, seed "
                              f"{cell.seed}); remove the duplicate from grid/extra")

@@ -204,6 +204,20 @@ def test_only_matches_the_spec_label_of_a_physics_cell():
         select_cells(cells, ["w3-*"])
 
 
+def test_only_matches_the_run_name_without_the_ablation_name():
+    """``none-n1500-nophys-s0`` selects ``learning_curve-none-n1500-nophys-s0`` (the name a user reads in the run
+    folder, less the prefix every cell shares); a partial name still needs a wildcard."""
+    spec = {"name": "lc", "base": "configs/quick.yaml",
+            "grid": {"variants": [{"label": "none"}, {"label": "se", "attn": "se", "skip_attn": True}],
+                     "seeds": [0, 1]}}
+    cells = build_ablation(spec).cells
+    assert [c.run for c in cells][:2] == ["lc-none-nophys-s0", "lc-none-nophys-s1"]
+    assert [c.run for c in select_cells(cells, ["se-nophys-s1"])] == ["lc-se-nophys-s1"]
+    assert [c.run for c in select_cells(cells, ["*-s0"])] == ["lc-none-nophys-s0", "lc-se-nophys-s0"]
+    with pytest.raises(ValueError, match="matches no cell"):
+        select_cells(cells, ["se-nophys"])
+
+
 @pytest.mark.parametrize("change, message", [
     ({"nmae": "x"},
      r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
