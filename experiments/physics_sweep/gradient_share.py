@@ -1,6 +1,7 @@
 """How much of a training step the physics term moves, and where: gradients of the loss terms at a checkpoint.
 
     python experiments/physics_sweep/gradient_share.py [CHECKPOINT] [--branch RUN] [--batches 4]
+        [--physics-weight W] [--physics-depth-power P] [--depth-powers 1,2,3]
 
 At ``CHECKPOINT`` (default: the sweep trunk's ``epoch-22.pt``, where the physics branches start) and with the loss of
 ``--branch`` (default: the weight-10 branch's config), for a few training batches of the run's dataset (the first
