@@ -323,9 +323,12 @@ def _renamed_flag(arg: str) -> str:
 
 
 def one_line_cli_error(text: str, prog: str) -> str:
-    """tyro's boxed error message as one line: what is wrong, and the suggested flag if it has one."""
+    """tyro's boxed error message as one line: what is wrong, and the suggested flag if it has one.
+
+    tyro draws the box with Unicode lines when stdout is UTF-8 and with ASCII dashes otherwise (a redirected or
+    non-UTF-8 console): both rules are dropped."""
     lines = [re.sub(r"^[\s│╭╰─┃]+|[\s│╮╯─┃]+$", "", line) for line in text.splitlines()]
-    lines = [line for line in lines if line and not set(line) <= set("─━")]
+    lines = [line for line in lines if line and not set(line) <= set("─━-")]
     lines = [line for line in lines if not line.startswith("For full helptext") and "(default:" not in line]
     if not lines:
         return f"invalid command line (see {prog} --help)"

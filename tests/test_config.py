@@ -128,3 +128,20 @@ def test_a_checkpoint_recorded_with_the_old_key_loads_and_resumes(tiny_run, tmp_
     changed = json.loads(json.dumps(state["config"]))
     changed["data"]["train_samples"] = 5
     assert resume_conflicts(changed, old) == ["data.train_samples (0 -> 5)"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus-flag", "1"], "Unrecognized options: --bogus-flag, 1 (see"),
+    (["--epochs", "abc"], "'abc' (expected --epochs INT) (see"),
+    (["--lrr", "1e-3"], "did you mean --lr?"),
+])
+def test_a_flag_error_is_the_same_line_whatever_the_console_encoding(monkeypatch, encoding, flags, message):
+    # tyro boxes its message in Unicode lines on a UTF-8 stdout and in ASCII dashes on any other (a job log, a
+    # non-UTF-8 console); the one-line error must read the same in both
+    import io
+
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=encoding))
+    with pytest.raises(ValueError) as info:
+        parse_args(flags)
+    assert message in str(info.value) and "--" * 4 not in str(info.value) and "─" not in str(info.value)

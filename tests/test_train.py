@@ -12,7 +12,7 @@ import torch
 from fwi.checkpoint import load_checkpoint
 from fwi.config import load_config, parse_args
 from fwi.data.generate import generate
-from fwi.train import train
+from fwi.train import main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -59,7 +59,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(dataset, tmp_path
                            next(iter(weights(other).values())), next(iter(a.values())))
 
 
-def test_outputs_and_checkpoint_contents(dataset, tmp_path):
+def test_outputs_and_checkpoint_contents(dataset, tmp_path, capsys):
     run = train(parse_args(tiny_args(dataset, tmp_path, "--name", "r", "--epochs", "2")))
     for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "summary.json", "predictions.png"):
         assert (run / name).exists(), name
@@ -81,8 +81,10 @@ def test_outputs_and_checkpoint_contents(dataset, tmp_path):
     cfg = load_config(run / "config.yaml")
     assert summary["flops"] == count_flops(build_model(cfg.model, shape, (32, 33)), torch.zeros(1, *shape)) > 0
     # refusing to clobber a finished run
-    proc = run_cli(*tiny_args(dataset, tmp_path, "--name", "r"))
-    assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    capsys.readouterr()
+    assert main(tiny_args(dataset, tmp_path, "--name", "r")) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err
 
 
 def test_records_of_a_run_whose_checkpoint_is_gone_are_started_anew(dataset, tmp_path, capsys):
@@ -113,20 +115,23 @@ def test_memory_layout_changes_only_rounding(dataset, tmp_path):
     assert moved > 0  # the two runs really used different kernels
 
 
-def test_missing_dataset_is_generated_first(dataset, tmp_path):
+def test_missing_dataset_is_generated_first(dataset, tmp_path, capsys):
     data = tmp_path / "made.h5"
-    proc = run_cli(*tiny_args(data, tmp_path / "runs", "--epochs", "1", "--name", "x"))
-    assert proc.returncode == 0, proc.stderr
-    assert "generating preset 'tiny'" in proc.stdout and data.exists()
-    assert "val MAE" in proc.stdout and "note:" not in proc.stderr
+    rc = main(tiny_args(data, tmp_path / "runs", "--epochs", "1", "--name", "x"))
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "generating preset 'tiny'" in out and data.exists()
+    assert "val MAE" in out and "note:" not in err
     # a file made from the same preset with other sizes is used, with a note
     other = generate(tmp_path / "other.h5", "tiny", seed=0, sizes={"train": 4, "val": 2, "test": 2}, progress=False)
-    proc = run_cli(*tiny_args(other, tmp_path / "runs", "--epochs", "1", "--name", "y"))
-    assert proc.returncode == 0, proc.stderr
-    assert "holds preset 'tiny' with train 4, val 2, test 2; the preset now has train 12, val 4, test 4" in proc.stderr
+    rc = main(tiny_args(other, tmp_path / "runs", "--epochs", "1", "--name", "y"))
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "holds preset 'tiny' with train 4, val 2, test 2; the preset now has train 12, val 4, test 4" in err
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_only_good_checkpoints(dataset, tmp_path):
+    # the one training run of this module through `python -m fwi.train`: the entry point's exit status
     proc = run_cli(*tiny_args(dataset, tmp_path, "--name", "nan", "--lr", "1e30", "--grad-clip", "0",
                               "--epochs", "3"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -143,10 +148,10 @@ def test_divergence_stops_with_a_clear_message_and_keeps_only_good_checkpoints(d
     (["--attn", "ca"], "--skip-attn"),
     (["--bogus-flag", "1"], "bogus"),
 ])
-def test_bad_flags_are_rejected_with_the_choices(dataset, tmp_path, flags, message):
-    proc = run_cli(*tiny_args(dataset, tmp_path, *flags))
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_flags_are_rejected_with_the_choices(dataset, tmp_path, capsys, flags, message):
+    assert main(tiny_args(dataset, tmp_path, *flags)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
     assert not (tmp_path / "unet-s0").exists() or not any((tmp_path / "unet-s0").glob("*.pt"))
 
 
