@@ -30,9 +30,9 @@ LABEL = re.compile(r"^(?P<variant>.+)-n(?P<size>\d+)$")
 # The 6000-model cells are the recorded ablation's, on which the two attention variants were picked as its best:
 # their gain is an upper estimate (selection bias), so the gain plot shades that size and curve.md says so.
 SELECTION_SIZE = 6000
-SELECTION_NOTE = (f"The {SELECTION_SIZE}-model cells are the recorded ablation's (experiments/salt70_attention), the runs "
-                  "on which these two variants were picked as the best of 12: their gain is an upper estimate "
-                  "(selection bias); the other sizes are fresh runs.")
+SELECTION_NOTE = (f"The {SELECTION_SIZE}-model cells are the recorded ablation's (experiments/salt70_attention), "
+                  "the runs on which these two variants were picked as the best of 12: their gain is an upper "
+                  "estimate (selection bias); the other sizes are fresh runs.")
 
 
 def load(path: Path) -> dict[tuple[str, int], dict[int, dict[str, float]]]:
