@@ -5,8 +5,9 @@
 Writes ``learning_curve.png`` (test MAE, SSIM and salt IoU against the number of training models, mean ± std over
 seeds, log-scaled size axis), ``attention_gain.png`` (each attention variant minus the plain U-Net at the same size
 and seed, mean ± standard error of the paired differences; the 6000-model size, whose cells chose the variants, is
-shaded) and ``curve.md`` (the same numbers as a table). Sizes with no finished cell are left out; a size with one seed
-has no error bar.
+shaded) and ``curve.md`` (the same numbers as a table, and the trend of the gain over the fresh sizes: the pooled
+paired gain and its least-squares slope per doubling of the training set). Sizes with no finished cell are left out;
+a size with one seed has no error bar.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.stats import linregress  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BASE = "none"
@@ -61,8 +63,35 @@ def paired_gain(cells, variant: str, size: int, metric: str) -> tuple[float, flo
     return float(np.mean(d)), se, len(d)
 
 
+def gain_trend(cells, variant: str, metric: str) -> tuple[int, float, float, float, float]:
+    """Pairs, pooled mean ± SE and slope ± SE per doubling of size of the paired gain over the fresh sizes.
+
+    Every (size, seed) pair of variant and plain U-Net outside the selection size counts once (pairs taken as
+    independent); the slope is ordinary least squares of the gain on log2(size) (NaN with fewer than 3 pairs or
+    fewer than 2 sizes).
+    """
+    x, d = [], []
+    for (name, size), ours in sorted(cells.items()):
+        if name != variant or size == SELECTION_SIZE:
+            continue
+        base = cells.get((BASE, size), {})
+        for seed in sorted(set(ours) & set(base)):
+            x.append(np.log2(size))
+            d.append(ours[seed][metric] - base[seed][metric])
+    nan = float("nan")
+    if not d:
+        return 0, nan, nan, nan, nan
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else nan
+    if len(d) < 3 or len(set(x)) < 2:
+        return len(d), float(np.mean(d)), se, nan, nan
+    fit = linregress(x, d)
+    return len(d), float(np.mean(d)), se, float(fit.slope), float(fit.stderr)
+
+
 def _fmt(value: float, spread: float, metric: str, sign: bool = False) -> str:
     d = DIGITS[metric]
+    if np.isnan(value):
+        return "–"
     text = f"{value:+.{d}f}" if sign else f"{value:.{d}f}"
     return text if np.isnan(spread) else f"{text} ± {spread:.{d}f}"
 
@@ -118,10 +147,23 @@ def main() -> None:
                 runs = cells[(variant, size)]
                 cols = " | ".join(_fmt(*mean_std([r[k] for r in runs.values()]), k) for k, _ in METRICS)
                 table.append(f"| {variant} | {size} | {len(runs)} | {cols} |")
+    trend = ["| variant | metric | pairs | pooled gain | slope per doubling |", "|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        if variant != BASE:
+            for metric, title in METRICS:
+                n, mean, se, slope, slope_se = gain_trend(cells, variant, metric)
+                if n:
+                    name = title.removeprefix("test ")
+                    trend.append(f"| {variant} | {name} | {n} | {_fmt(mean, se, metric, sign=True)} | "
+                                 f"{_fmt(slope, slope_se, metric, sign=True)} |")
     (HERE / "curve.md").write_text("## Test metrics by training-set size (mean ± std over seeds)\n\n"
                                    + "\n".join(table) + "\n\n## Attention gain (variant − plain U-Net, same size and "
                                    "seed; mean ± SE of the paired differences)\n\n" + "\n".join(lines) + "\n\n"
-                                   + SELECTION_NOTE + "\n")
+                                   + SELECTION_NOTE + "\n\n## Trend of the gain over the fresh sizes (all sizes but "
+                                   f"{SELECTION_SIZE})\n\nEvery (size, seed) pair counts once. Pooled gain: mean ± "
+                                   "SE of the paired differences; slope: least-squares fit of the gain on log2(size) "
+                                   "± its SE, so a positive MAE slope means attention helps less with more data.\n\n"
+                                   + "\n".join(trend) + "\n")
     print(f"{len(cells)} (variant, size) points; wrote learning_curve.png, attention_gain.png, curve.md")
 
 
