@@ -53,14 +53,23 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
-def paired_gain(cells, variant: str, size: int, metric: str) -> tuple[float, float, int]:
-    """Mean and standard error of variant - plain at the same size and seed (NaN SE with one pair)."""
+def paired_diffs(cells, variant: str, size: int, metric: str) -> list[float]:
+    """Variant minus plain U-Net at the same size, one difference per seed both have."""
     ours, base = cells.get((variant, size), {}), cells.get((BASE, size), {})
-    d = [ours[s][metric] - base[s][metric] for s in sorted(set(ours) & set(base))]
+    return [ours[s][metric] - base[s][metric] for s in sorted(set(ours) & set(base))]
+
+
+def mean_se(d: list[float]) -> tuple[float, float]:
+    """Mean and standard error (NaN with one value; both NaN with none)."""
     if not d:
-        return float("nan"), float("nan"), 0
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(np.mean(d)), se, len(d)
+        return float("nan"), float("nan")
+    return float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def paired_gain(cells, variant: str, size: int, metric: str) -> tuple[float, float, int]:
+    """Mean and standard error of variant - plain at the same size and seed, and the number of pairs."""
+    d = paired_diffs(cells, variant, size, metric)
+    return (*mean_se(d), len(d))
 
 
 def gain_trend(cells, variant: str, metric: str) -> tuple[int, float, float, float, float]:
@@ -71,21 +80,15 @@ def gain_trend(cells, variant: str, metric: str) -> tuple[int, float, float, flo
     fewer than 2 sizes).
     """
     x, d = [], []
-    for (name, size), ours in sorted(cells.items()):
-        if name != variant or size == SELECTION_SIZE:
-            continue
-        base = cells.get((BASE, size), {})
-        for seed in sorted(set(ours) & set(base)):
-            x.append(np.log2(size))
-            d.append(ours[seed][metric] - base[seed][metric])
-    nan = float("nan")
-    if not d:
-        return 0, nan, nan, nan, nan
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else nan
-    if len(d) < 3 or len(set(x)) < 2:
-        return len(d), float(np.mean(d)), se, nan, nan
-    fit = linregress(x, d)
-    return len(d), float(np.mean(d)), se, float(fit.slope), float(fit.stderr)
+    for size in sorted(s for name, s in cells if name == variant and s != SELECTION_SIZE):
+        diffs = paired_diffs(cells, variant, size, metric)
+        x += [np.log2(size)] * len(diffs)
+        d += diffs
+    slope = slope_se = float("nan")
+    if len(d) >= 3 and len(set(x)) >= 2:
+        fit = linregress(x, d)
+        slope, slope_se = float(fit.slope), float(fit.stderr)
+    return (len(d), *mean_se(d), slope, slope_se)
 
 
 def _fmt(value: float, spread: float, metric: str, sign: bool = False) -> str:
