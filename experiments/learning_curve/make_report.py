@@ -6,8 +6,9 @@ Writes ``learning_curve.png`` (test MAE, SSIM and salt IoU against the number of
 seeds, log-scaled size axis), ``attention_gain.png`` (each attention variant minus the plain U-Net at the same size
 and seed, mean ± standard error of the paired differences, fresh runs as a line; the 6000-model seeds 0 and 1, whose
 cells chose the variants, as a separate shaded point) and ``curve.md`` (the same numbers as a table, and the trend of
-the gain over the fresh runs: the pooled paired gain and its least-squares slope per doubling of the training set).
-Sizes with no finished cell are left out; a point with one seed has no error bar.
+the gain over the fresh runs: the pooled paired gain and its least-squares slope per doubling of the training set;
+with a fresh seed at 6000 models, the selection bias: the selection runs' gain minus the fresh one). Sizes with no
+finished cell are left out; a point with one seed has no error bar.
 """
 
 from __future__ import annotations
@@ -101,6 +102,30 @@ def gain_trend(cells, variant: str, metric: str) -> tuple[int, float, float, flo
     return (len(d), *mean_se(d), slope, slope_se)
 
 
+def pair_sd(cells, variant: str, metric: str) -> tuple[float, int]:
+    """Scatter of one fresh paired difference: the within-size standard deviation of the fresh pairs, pooled over
+    the sizes with two or more of them (one noise level for every size), and its degrees of freedom."""
+    ss, dof = 0.0, 0
+    for size in sorted(s for name, s in cells if name == variant):
+        d = paired_diffs(cells, variant, size, metric)
+        if len(d) > 1:
+            ss += float(np.sum((np.array(d) - np.mean(d)) ** 2))
+            dof += len(d) - 1
+    return (float(np.sqrt(ss / dof)), dof) if dof else (float("nan"), 0)
+
+
+def selection_bias(cells, variant: str, metric: str) -> tuple[float, float, float, float]:
+    """Gain of the selection runs, fresh gain at the selection size, their difference (the selection bias) and its
+    standard error from the pooled scatter of one pair (NaN where either is missing)."""
+    sel = paired_diffs(cells, variant, SELECTION_SIZE, metric, selection=True)
+    fresh = paired_diffs(cells, variant, SELECTION_SIZE, metric)
+    if not sel or not fresh:
+        return (float("nan"),) * 4
+    sd, _ = pair_sd(cells, variant, metric)
+    bias = float(np.mean(sel) - np.mean(fresh))
+    return float(np.mean(sel)), float(np.mean(fresh)), bias, sd * float(np.sqrt(1 / len(sel) + 1 / len(fresh)))
+
+
 def _fmt(value: float, spread: float, metric: str, sign: bool = False) -> str:
     d = DIGITS[metric]
     if np.isnan(value):
@@ -176,6 +201,23 @@ def main() -> None:
                     name = title.removeprefix("test ")
                     trend.append(f"| {variant} | {name} | {n} | {_fmt(mean, se, metric, sign=True)} | "
                                  f"{_fmt(slope, slope_se, metric, sign=True)} |")
+    bias = ["| variant | metric | selection gain | fresh gain | selection − fresh | one pair's SD (dof) |",
+            "|---|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        if variant != BASE:
+            for metric, title in METRICS:
+                sel, fresh, diff, se = selection_bias(cells, variant, metric)
+                if not np.isnan(diff):
+                    sd, dof = pair_sd(cells, variant, metric)
+                    bias.append(f"| {variant} | {title.removeprefix('test ')} | {_fmt(sel, np.nan, metric, True)} | "
+                                f"{_fmt(fresh, np.nan, metric, True)} | {_fmt(diff, se, metric, True)} | "
+                                f"{_fmt(sd, np.nan, metric)} ({dof}) |")
+    bias_text = ("" if len(bias) == 2 else
+                 f"\n\n## Selection bias at {SELECTION_SIZE} models\n\nGain of the selection runs minus the fresh "
+                 f"gain at the same size (seeds other than {SELECTION_SEEDS[0]} and {SELECTION_SEEDS[1]}); its SE "
+                 "comes from the scatter of one fresh paired difference (within-size SD pooled over the sizes with "
+                 "two or more pairs). A negative MAE or a positive SSIM / IoU difference means the selection runs "
+                 "flattered the variant.\n\n" + "\n".join(bias))
     (HERE / "curve.md").write_text("## Test metrics by training-set size (mean ± std over seeds)\n\n"
                                    + "\n".join(table) + "\n\n## Attention gain (variant − plain U-Net, same size and "
                                    "seed; mean ± SE of the paired differences)\n\n" + "\n".join(lines) + "\n\n"
@@ -184,7 +226,7 @@ def main() -> None:
                                    "Pooled gain: mean ± SE of the paired differences; slope: least-squares fit of the "
                                    "gain on log2(size) ± its SE, so a positive MAE slope means attention helps less "
                                    "with more data.\n\n"
-                                   + "\n".join(trend) + "\n")
+                                   + "\n".join(trend) + bias_text + "\n")
     print(f"{len(cells)} (variant, size) points; wrote learning_curve.png, attention_gain.png, curve.md")
 
 
