@@ -24,6 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import linregress  # noqa: E402
 
+from fwi.ablation.stats import pooled_variance  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 BASE = "none"
 VARIANTS = {"none": "plain U-Net", "ca-skip": "coordinate attention on the skips",
@@ -105,23 +107,20 @@ def gain_trend(cells, variant: str, metric: str) -> tuple[int, float, float, flo
 def pair_sd(cells, variant: str, metric: str) -> tuple[float, int]:
     """Scatter of one fresh paired difference: the within-size standard deviation of the fresh pairs, pooled over
     the sizes with two or more of them (one noise level for every size), and its degrees of freedom."""
-    ss, dof = 0.0, 0
-    for size in sorted(s for name, s in cells if name == variant):
-        d = paired_diffs(cells, variant, size, metric)
-        if len(d) > 1:
-            ss += float(np.sum((np.array(d) - np.mean(d)) ** 2))
-            dof += len(d) - 1
-    return (float(np.sqrt(ss / dof)), dof) if dof else (float("nan"), 0)
+    sizes = sorted(s for name, s in cells if name == variant)
+    groups = [{"n": len(d), "diff_std": float(np.std(d, ddof=1))}
+              for d in (paired_diffs(cells, variant, size, metric) for size in sizes) if len(d) > 1]
+    pooled = pooled_variance(groups, "diff")
+    return (float(np.sqrt(pooled[0])), pooled[1]) if pooled else (float("nan"), 0)
 
 
-def selection_bias(cells, variant: str, metric: str) -> tuple[float, float, float, float]:
+def selection_bias(cells, variant: str, metric: str, sd: float) -> tuple[float, float, float, float]:
     """Gain of the selection runs, fresh gain at the selection size, their difference (the selection bias) and its
-    standard error from the pooled scatter of one pair (NaN where either is missing)."""
+    standard error from ``sd``, the scatter of one pair (``pair_sd``); NaN where either gain is missing."""
     sel = paired_diffs(cells, variant, SELECTION_SIZE, metric, selection=True)
     fresh = paired_diffs(cells, variant, SELECTION_SIZE, metric)
     if not sel or not fresh:
         return (float("nan"),) * 4
-    sd, _ = pair_sd(cells, variant, metric)
     bias = float(np.mean(sel) - np.mean(fresh))
     return float(np.mean(sel)), float(np.mean(fresh)), bias, sd * float(np.sqrt(1 / len(sel) + 1 / len(fresh)))
 
@@ -166,8 +165,8 @@ def main() -> None:
         for (metric, title), ax in zip(METRICS, axes):
             color = None  # the selection point takes the colour of the variant's fresh line
             for selection in (False, True):
-                xs = [s for s in sizes if paired_gain(cells, variant, s, metric, selection)[2]]
-                g = [paired_gain(cells, variant, s, metric, selection) for s in xs]
+                points = [(s, paired_gain(cells, variant, s, metric, selection)) for s in sizes]
+                xs, g = [s for s, p in points if p[2]], [p for _, p in points if p[2]]
                 shown = [x * 1.1 for x in xs] if selection else xs  # beside a fresh point at the same size
                 drawn = ax.errorbar(shown, [m for m, _, _ in g], yerr=[0 if np.isnan(e) else e for _, e, _ in g],
                                     marker="s" if selection else "o", mfc="none" if selection else None, capsize=3,
@@ -206,9 +205,9 @@ def main() -> None:
     for variant in VARIANTS:
         if variant != BASE:
             for metric, title in METRICS:
-                sel, fresh, diff, se = selection_bias(cells, variant, metric)
+                sd, dof = pair_sd(cells, variant, metric)
+                sel, fresh, diff, se = selection_bias(cells, variant, metric, sd)
                 if not np.isnan(diff):
-                    sd, dof = pair_sd(cells, variant, metric)
                     bias.append(f"| {variant} | {title.removeprefix('test ')} | {_fmt(sel, np.nan, metric, True)} | "
                                 f"{_fmt(fresh, np.nan, metric, True)} | {_fmt(diff, se, metric, True)} | "
                                 f"{_fmt(sd, np.nan, metric)} ({dof}) |")
