@@ -6,6 +6,7 @@ running out of memory, as RuntimeError).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
@@ -30,3 +31,14 @@ def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message
             return 2
     return wrapped
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error style: one ``error: ... (see PROG --help)`` line and exit 2, no usage dump.
+
+    Every argparse-based CLI builds its parser from this class (the tyro-based ``fwi.train`` gives the same line
+    through ``fwi.config.one_line_cli_error``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)

@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fwi.cli import friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors
 from fwi.evaluation.external import check_models, evaluate_models, prepare_external
 from fwi.evaluation.refine_settings import (REFINE_METHODS, parse_refine_indices, parse_refine_schedule,
                                             prepare_refinement, refine_config)
@@ -78,7 +78,7 @@ def _unique_dirs(paths: Sequence[Path]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fwi.evaluate", description=__doc__,
+    p = ArgumentParser(prog="python -m fwi.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run directory (uses its best.pt) or checkpoint file")
     p.add_argument("--split", default="test", help="split to evaluate (default: test); with --models, the split "

@@ -57,12 +57,12 @@ from fwi.ablation.report import build_report
 from fwi.ablation.runner import Runner, cell_status, evaluate_available
 from fwi.ablation.spec import CELL_CONFIG, Cell, build_ablation, load_spec
 from fwi.atomic import write_text
-from fwi.cli import friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors
 from fwi.launch import add_launcher_args, options_from_args
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fwi.ablate", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m fwi.ablate", description=__doc__.split("\n\n")[0],
                                 epilog="python -m fwi.ablate report ABLATION_DIR  rebuilds results.csv, report.md and "
                                        "the plots from the finished runs (no training)")
     p.add_argument("spec", help="ablation spec (YAML), e.g. configs/ablation/salt70_attention.yaml")
@@ -82,7 +82,7 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fwi.ablate report",
+    p = ArgumentParser(prog="python -m fwi.ablate report",
                                 description="Rebuild results.csv, report.md and the plots of an ablation from its "
                                             "finished runs (no training).")
     p.add_argument("ablation_dir", help="e.g. experiments/salt70_attention")

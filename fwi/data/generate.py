@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from fwi.cli import friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors
 from fwi.data.codec import ENCODINGS, COMPRESSIONS
 from fwi.data.convert import convert
 from fwi.data.modelling import SPLIT_CODES, model_part, models_per_batch, resolve_device, sample_models
@@ -140,7 +140,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fwi.data.generate", description=__doc__,
+    p = ArgumentParser(prog="python -m fwi.data.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", choices=["generate", "merge", "verify", "convert"], default="generate")
     p.add_argument("input", nargs="?", type=Path, help="verify / convert: the dataset file")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fwi.atomic import atomic_path, write_text
-from fwi.cli import friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors
 from fwi.data.store import read_info
 from fwi.data.transforms import Normalizer
 from fwi.distributed import resolve_device
@@ -59,7 +59,7 @@ def parse_schedule(text: str) -> tuple[float | None, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fwi.invert", description=__doc__,
+    p = ArgumentParser(prog="python -m fwi.invert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")

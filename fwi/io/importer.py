@@ -33,7 +33,7 @@ from fwi.data.store import SPLITS, RunningNormalisation, write_dataset
 from fwi.io.matfile import read_mat_velocity
 from fwi.io.segy import read_gathers, read_velocity, stack_gathers
 from fwi.physics import Survey, forward_model
-from fwi.cli import friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors
 
 
 class ImportInputError(ValueError):
@@ -154,14 +154,8 @@ def _forward(velocity: np.ndarray, survey: Survey, batch: int = 4) -> np.ndarray
     return np.concatenate(out).astype(np.float32)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message otherwise)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m fwi.io.importer", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m fwi.io.importer", description=__doc__.split("\n\n")[0])
     p.add_argument("--gathers", nargs="+", default=[], metavar="FILE.sgy", help="shot-gather files, one per sample")
     p.add_argument("--velocity", nargs="+", default=[], metavar="VEL.sgy|VEL.mat",
                    help="velocity models: SEG-Y (one per file) or .mat (FCNVMB / DD-Net layout; needs --dx)")

@@ -16,7 +16,7 @@ import dataclasses
 
 import torch
 
-from fwi.cli import friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors
 from fwi.models.attention import list_attn, list_gates
 from fwi.models.build import PLACE_FLAGS, ModelConfig, build_model
 from fwi.models.complexity import count_flops, count_params
@@ -66,7 +66,7 @@ def format_table(rows: list[dict], ref_flops: int | None = None) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fwi.models.summary", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m fwi.models.summary", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", "--model", dest="arch", default="unet", help="network family: unet | inversionnet")
     p.add_argument("--attn", default="none", help=f"attention block: {', '.join(list_attn())}")
     for field, flag in PLACE_FLAGS.items():
