@@ -5,14 +5,22 @@ It may differ from the trunk only in what had no effect on epochs 1..K: the phys
 term was off in both runs before epoch K (``physics_start_epoch >= K`` or weight 0). The per-step random draws
 depend on (seed, epoch, step) only, so a branch gives the weights a run of the branch's config trained from scratch
 gives (tested), for the cost of its last epochs; and branches of one trunk differ only by what happened after K,
-which pairs their comparison (no trunk-to-trunk noise). Importing this module loads no torch.
+which pairs their comparison (no trunk-to-trunk noise).
+
+`prepare_run_dir` makes a run directory ready for a training (fresh, ``--resume``, ``--branch-from`` or
+``--overwrite``) and `repair_records` makes its side files agree with ``last.pt`` after a kill.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+from fwi.atomic import write_text
+from fwi.checkpoint import CheckpointError, load_checkpoint
 from fwi.config import Config, flatten_config, upgrade_config
 
 #: Config keys a ``--resume`` may change: they cannot change the weights or the recorded metrics.
@@ -87,3 +95,82 @@ def check_branch(requested: dict[str, Any], state: dict[str, Any], path: Path) -
     if conflicts:
         raise ValueError(f"--branch-from {path}: this run would not have trained epochs 1..{epoch} as the trunk did: "
                          + "; ".join(conflicts))
+
+
+def check_resume(cfg: Config, checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint to resume from, after checking that ``cfg`` would continue the same run (else an error)."""
+    state = load_checkpoint(checkpoint)
+    conflicts = resume_conflicts(cfg.to_dict(), state.get("config", {}))
+    if conflicts:
+        raise CheckpointError(
+            f"--resume would not continue {checkpoint.parent.name} as it was trained: {', '.join(conflicts)}. "
+            "Drop these flags to continue it (the learning-rate schedule is fixed by its epochs and batch size), "
+            "or start another run with --name (or --overwrite)")
+    return state
+
+
+def load_branch(cfg: Config) -> dict[str, Any]:
+    """The trunk's snapshot ``--branch-from`` names, after checking that ``cfg`` trained its epochs as the trunk did."""
+    path = Path(cfg.run.branch_from)
+    state = load_checkpoint(path)
+    check_branch(cfg.to_dict(), state, path)
+    return state
+
+
+def remove_run_debris(run_dir: Path) -> None:
+    """Temporary files of a killed writer (``.*.tmp.pt``, ``.*.tmp.*``) in a run directory we hold the lock of."""
+    for path in run_dir.glob(".*.tmp*"):
+        if path.is_file():
+            path.unlink()
+
+
+def _remove_stale_records(run_dir: Path) -> None:
+    """Records of an earlier run whose checkpoint is gone (a fresh machine): this run starts them anew."""
+    stale = [run_dir / n for n in ("metrics.jsonl", "summary.json") if (run_dir / n).exists()]
+    stale += sorted(p for p in run_dir.glob("eval-*") if p.is_dir())  # evaluations of the earlier weights
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if stale:
+        print(f"note: {run_dir} had no checkpoint; its earlier records ({', '.join(p.name for p in stale)}) "
+              "were removed and the run starts from epoch 1", file=sys.stderr)
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
+    """Make ``run_dir`` ready for this run (the caller holds its lock) and return the state to continue from:
+    its own last.pt with ``--resume``, the trunk's snapshot with ``--branch-from``, else None. Everything is checked
+    before anything is removed."""
+    if run_dir.exists():
+        remove_run_debris(run_dir)
+    if cfg.run.resume:
+        if not (run_dir / "last.pt").exists():
+            raise CheckpointError(f"--resume: no checkpoint {run_dir / 'last.pt'} to resume from")
+        return check_resume(cfg, run_dir / "last.pt")
+    branch = load_branch(cfg) if cfg.run.branch_from else None
+    if (run_dir / "last.pt").exists():  # a directory without a checkpoint holds nothing worth keeping
+        if not cfg.run.overwrite:
+            raise FileExistsError(f"run directory {run_dir} exists; use --resume to continue it, --overwrite to "
+                                  "replace it, or --name for a new run")
+        shutil.rmtree(run_dir)
+    else:
+        _remove_stale_records(run_dir)
+    return branch
+
+
+def repair_records(run_dir: Path, state: dict[str, Any]) -> None:
+    """Make the side files agree with the checkpoint (the source of truth) after a kill at any point.
+
+    ``metrics.jsonl`` is rewritten from the history inside ``last.pt``; a ``best.pt`` that lags the best epoch
+    recorded there (a kill between the two checkpoint writes) is restored from ``last.pt``, which is that epoch.
+    """
+    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+    best_epoch = state.get("best_epoch")
+    if best_epoch is None:
+        return
+    best_path = run_dir / "best.pt"
+    on_disk = load_checkpoint(best_path)["epoch"] if best_path.exists() else None
+    if on_disk != best_epoch and best_epoch == state["epoch"]:
+        shutil.copyfile(run_dir / "last.pt", best_path)
+        print(f"note: {best_path} lagged the best epoch {best_epoch} recorded in last.pt; restored", file=sys.stderr)

@@ -72,6 +72,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
 
 def run_lock(run_dir: str | os.PathLike):
     """The lock that makes one process (a training, or an evaluation writing into it) the owner of ``run_dir``:
-    ``.<name>.lock`` beside the directory, so that replacing the directory (--overwrite) keeps it."""
-    run_dir = Path(run_dir)
+    ``.<name>.lock`` beside the directory, so that replacing the directory (--overwrite) keeps it. The path is resolved
+    first: a symlink to a run directory takes the same lock as the directory itself."""
+    run_dir = Path(run_dir).resolve()
     return exclusive_lock(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}")

@@ -16,7 +16,7 @@ A batch is a dict of tensors as `fwi.data.dataset.FWIDataset` yields them (norma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -25,9 +25,6 @@ from torch import nn
 from fwi.data.transforms import Normalizer
 from fwi.metrics import data_misfit, salt_metrics, velocity_metrics
 from fwi.physics import Survey
-
-if TYPE_CHECKING:  # only for the annotation: losses sit above metrics, scoring beside them
-    from fwi.losses import FWILoss
 
 #: Per-sample metrics in the order they are reported.
 METRICS = ("mae", "rmse", "ssim", "mae_ms", "rmse_ms", "mse", "mse_ms", "iou", "dice", "data_misfit")
@@ -82,29 +79,34 @@ def score_batches(model: nn.Module | Callable[[torch.Tensor], Mapping[str, torch
         yield ScoredBatch(batch, pred, scores)
 
 
+#: ``loss_parts(pred, batch) -> {"total": ..., "salt_bce": ..., "salt_dice": ...}``: a training loss's batch means.
+LossParts = Callable[[Mapping[str, torch.Tensor], Mapping[str, Any]], Mapping[str, torch.Tensor]]
+
+
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader: Iterable[Mapping[str, Any]], loss_fn: FWILoss, device: torch.device,
-                    misfit_samples: int = 0) -> tuple[dict[str, float], dict[str, Any]]:
+def evaluate_loader(model: nn.Module, loader: Iterable[Mapping[str, Any]], normalizer: Normalizer, survey: Survey,
+                    device: torch.device, time_decimation: int = 1, misfit_samples: int = 0,
+                    loss_parts: LossParts | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Mean metrics over ``loader`` and the first batch's tensors ``{"pred": ..., "batch": ...}`` (for figures).
 
-    ``loss_fn`` is the training `fwi.losses.FWILoss` (its normaliser, survey and time decimation are used). Besides
-    the metrics: ``loss`` (the training loss without its physics term: comparable with train/total when the physics
-    loss is off) and its parts ``salt_bce`` and ``salt_dice``, to watch for over-fitting. Means are sample-weighted;
-    ``rmse`` / ``rmse_ms`` are the root of the mean MSE over the whole set; ``data_misfit`` (present when
-    ``misfit_samples > 0``) is the mean over the first ``misfit_samples`` samples.
+    With ``loss_parts`` (training passes its `fwi.losses.FWILoss` without the physics term) the means also hold
+    ``loss`` (its ``total``: comparable with train/total when the physics loss is off) and ``salt_bce`` /
+    ``salt_dice``, to watch for over-fitting. Means are sample-weighted; ``rmse`` / ``rmse_ms`` are the root of
+    the mean MSE over the whole set; ``data_misfit`` (present when ``misfit_samples > 0``) is the mean over the
+    first ``misfit_samples`` samples.
     """
     model.eval()
     sums: dict[str, float] = {}
     count, first, misfits = 0, None, []
-    for scored in score_batches(model, loader, loss_fn.normalizer, loss_fn.survey, device,
-                                loss_fn.data_time_decimation, misfit_samples):
+    for scored in score_batches(model, loader, normalizer, survey, device, time_decimation, misfit_samples):
         n = scored.size
         values = {k: v.double() for k, v in scored.scores.items() if k != "data_misfit"}
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
-        _, parts = loss_fn(scored.pred, scored.batch, with_physics=False)
-        for k, name in (("loss", "total"), ("salt_bce", "salt_bce"), ("salt_dice", "salt_dice")):
-            sums[k] = sums.get(k, 0.0) + float(parts[name]) * n
+        if loss_parts is not None:
+            parts = loss_parts(scored.pred, scored.batch)
+            for k, name in (("loss", "total"), ("salt_bce", "salt_bce"), ("salt_dice", "salt_dice")):
+                sums[k] = sums.get(k, 0.0) + float(parts[name]) * n
         if "data_misfit" in scored.scores:
             misfits += scored.scores["data_misfit"].tolist()
         count += n

@@ -112,7 +112,7 @@ def test_the_ablation_spec_still_resolves_to_the_recorded_cells():
 
 def test_a_checkpoint_recorded_with_the_old_key_loads_and_resumes(tiny_run, tmp_path):
     from fwi.run import load_run
-    from fwi.train import resume_conflicts
+    from fwi.continuation import resume_conflicts
 
     state = load_checkpoint(tiny_run / "best.pt")
     old = json.loads(json.dumps(state["config"]))

@@ -228,7 +228,9 @@ def test_evaluate_loader_equals_an_independent_per_sample_computation(run_dir):
 
     run = E.load_run(run_dir, "cpu")
     ds, loader, loss_fn = _val_loader_and_loss(run)
-    metrics, first = evaluate_loader(run.model, loader, loss_fn, torch.device("cpu"), misfit_samples=2)
+    metrics, first = evaluate_loader(run.model, loader, run.normalizer, run.survey, torch.device("cpu"),
+                                     time_decimation=run.time_decimation, misfit_samples=2,
+                                     loss_parts=lambda pred, batch: loss_fn(pred, batch, with_physics=False)[1])
     scale = (run.normalizer.v_max - run.normalizer.v_min) / 2
     per: dict[str, list[float]] = {k: [] for k in ("mae", "mse", "ssim", "iou", "dice", "misfit")}
     with torch.no_grad():

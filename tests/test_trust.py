@@ -14,7 +14,8 @@ import torch
 
 from fwi.checkpoint import CheckpointError, load_checkpoint
 from fwi.config import load_config, parse_args
-from fwi.train import main, non_finite_tensors, resume_conflicts, train
+from fwi.continuation import resume_conflicts
+from fwi.train import main, non_finite_tensors, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -159,3 +160,27 @@ def test_a_refused_checkpoint_never_suggests_weights_only_false(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_symlink_to_a_held_run_directory_takes_the_same_lock(tiny_dataset, tmp_path):
+    from fwi.lock import run_lock
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "r", target_is_directory=True)
+    with run_lock(tmp_path / "r"):  # a trainer of runs/r holds it
+        second = cli(*args(tiny_dataset, tmp_path, "--name", "alias", "--epochs", "1"))
+    assert second.returncode == 2
+    err = second.stderr.strip().splitlines()
+    assert len(err) == 1 and "in use by pid" in err[0] and str(os.getpid()) in err[0]
+    assert list((tmp_path / "r").iterdir()) == []  # nothing was written through the link
+
+
+def test_a_dataset_with_an_empty_validation_split_is_refused_before_training(tmp_path, capsys):
+    from fwi.data.generate import generate
+
+    data = generate(tmp_path / "noval.h5", "tiny", seed=0, workers=1, progress=False,
+                    sizes={"train": 4, "val": 0, "test": 1})
+    assert main(args(data, tmp_path / "runs", "--name", "r", "--batch-size", "2")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "empty 'val' split" in err[0]
+    assert not (tmp_path / "runs" / "r").exists()  # refused before anything was written
