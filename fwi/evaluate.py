@@ -28,7 +28,8 @@ iteration and salt70 model on a CPU) change it.
 ``--no-misfit`` skips the data misfit (one forward modelling per sample), ``--no-figures`` writes metrics.json only.
 A progress bar over the batches shows on a terminal. Library use (notebooks, the ablation runner): `load_run`
 (`fwi.run`), `evaluate_split` / `evaluate_models` (an `Evaluation` with per-sample metrics, predictions and figure
-helpers, scored by `fwi.scoring`) and `write_report`. Model files are read by `fwi.io.velocity_files`.
+helpers, scored by `fwi.scoring`) and `write_report`, each imported from its module in `fwi.evaluation` (this module
+is only the CLI). Model files are read by `fwi.io.velocity_files`.
 
 Problems with the input (missing or damaged checkpoint, shape mismatch, NaN in a model, refinement settings the data
 cannot take: iterations <= 0, indices outside the split, a cut-off above Nyquist) print one ``error:`` line
@@ -44,25 +45,14 @@ from pathlib import Path
 from typing import Sequence
 
 from fwi.cli import ArgumentParser, friendly_errors
-from fwi.evaluation.external import check_models, evaluate_models, prepare_external
-from fwi.evaluation.refine_settings import (REFINE_METHODS, parse_refine_indices, parse_refine_schedule,
-                                            prepare_refinement, refine_config)
-from fwi.evaluation.refinement import REFINE_BATCH, REFINE_TABLE, Refinement, refine_split, score_models
-from fwi.evaluation.report import REFINE_FILES, write_json, write_report
-from fwi.evaluation.results import HIGHER_IS_BETTER, HISTOGRAM_METRICS, Evaluation, summarize
-from fwi.evaluation.split import dataset_path, evaluate_split
+from fwi.evaluation.external import evaluate_models, prepare_external
+from fwi.evaluation.refine_settings import REFINE_METHODS, parse_refine_schedule, prepare_refinement, refine_config
+from fwi.evaluation.refinement import refine_split
+from fwi.evaluation.report import write_report
+from fwi.evaluation.split import evaluate_split
 from fwi.invert import RefineConfig
-from fwi.io.velocity_files import load_velocity_file, resample_models
 from fwi.lock import run_lock
-from fwi.run import LoadedRun, find_run, load_run
-
-#: The library names this module has always offered (notebooks, the ablation runner, tests): they live in
-#: `fwi.evaluation` and `fwi.run` / `fwi.io.velocity_files`; this module is the CLI.
-__all__ = ["Evaluation", "HIGHER_IS_BETTER", "HISTOGRAM_METRICS", "LoadedRun", "REFINE_BATCH", "REFINE_FILES",
-           "REFINE_FLAGS", "REFINE_METHODS", "REFINE_TABLE", "Refinement", "build_parser", "check_models",
-           "dataset_path", "evaluate_models", "evaluate_split", "find_run", "load_run", "load_velocity_file", "main",
-           "parse_refine_indices", "parse_refine_schedule", "prepare_external", "prepare_refinement", "refine_config",
-           "refine_split", "resample_models", "score_models", "summarize", "write_json", "write_report"]
+from fwi.run import LoadedRun, load_run
 
 
 def _unique_dirs(paths: Sequence[Path]) -> list[str]:
@@ -147,7 +137,7 @@ def _evaluate(args: argparse.Namespace, run: LoadedRun, out: Path) -> int:
     if args.models:
         paths = [Path(m) for m in args.models]
         prepared = [prepare_external(p, run, args.key, args.split, args.resample) for p in paths]  # all checked first
-        for path, name, (velocity, meta) in zip(paths, _unique_dirs(paths), prepared):
+        for name, (velocity, meta) in zip(_unique_dirs(paths), prepared):
             evaluation = evaluate_models(run, velocity, name, args.batch_size, args.misfit, meta=meta)
             report = write_report(evaluation, out / "external" / name, args.figures)
             print(evaluation.table())

@@ -132,12 +132,12 @@ def metric_histogram(values: dict[str, Sequence], bins: int = 20, title: str = "
     return fig
 
 
-def attention_maps(maps: Sequence[tuple[str, Sequence]], ncols: int = 4, cmap: str = "magma",
+def attention_map_grid(maps: Sequence[tuple[str, Sequence]], ncols: int = 4, cmap: str = "magma",
                    title: str = "") -> Figure:
     """A grid of named (H, W) maps (e.g. `fwi.attention_maps.capture_attention` output of one sample), each with its own
     colour scale (maps of different blocks have different resolutions and ranges)."""
     if not maps:
-        raise ValueError("attention_maps needs at least one (name, map) pair")
+        raise ValueError("attention_map_grid needs at least one (name, map) pair")
     n = len(maps)
     cols = min(n, ncols)
     rows = -(-n // cols)

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from fwi import evaluate as E
+from fwi.evaluation.external import check_models
+from fwi.run import load_run
 from fwi.checkpoint import load_checkpoint
 from fwi.data.dataset import FWIDataset
 from fwi.attention_maps import capture_attention, list_attention_modules
@@ -169,7 +171,7 @@ def test_missing_checkpoint_cli(tmp_path, capsys):
 
 
 def test_load_run_and_capture_attention(run_dir, tmp_path):
-    run = E.load_run(run_dir / "best.pt", "cpu")
+    run = load_run(run_dir / "best.pt", "cpu")
     assert not run.model.training and run.checkpoint.name == "best.pt" and run.time_decimation == 2
     names = list_attention_modules(run.model)
     assert names == ["skip_attn.0", "skip_attn.1"]
@@ -226,7 +228,7 @@ def test_evaluate_loader_equals_an_independent_per_sample_computation(run_dir):
     from fwi.physics import forward_model
     from fwi.scoring import evaluate_loader
 
-    run = E.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "cpu")
     ds, loader, loss_fn = _val_loader_and_loss(run)
     metrics, first = evaluate_loader(run.model, loader, run.normalizer, run.survey, torch.device("cpu"),
                                      time_decimation=run.time_decimation, misfit_samples=2,
@@ -294,13 +296,13 @@ def test_velocity_file_readers_table(tmp_path, test_velocity):
 def test_check_models_is_the_survey_validator(run_dir, test_velocity):
     from fwi.physics import SurveyError
 
-    run = E.load_run(run_dir, "cpu")
-    E.check_models(test_velocity, run, "x.npy")
+    run = load_run(run_dir, "cpu")
+    check_models(test_velocity, run, "x.npy")
     bad = test_velocity.copy()
     bad[2, 0, 0] = np.inf
     with pytest.raises(SurveyError, match=r"x.npy contains NaN or inf values \(model\(s\) \[2\]\)"):
-        E.check_models(bad, run, "x.npy")
+        check_models(bad, run, "x.npy")
     with pytest.raises(SurveyError, match="max_velocity"):
-        E.check_models(test_velocity * 10, run, "x.npy")
+        check_models(test_velocity * 10, run, "x.npy")
     with pytest.raises(SurveyError, match="positive"):
-        E.check_models(-test_velocity, run, "x.npy")
+        check_models(-test_velocity, run, "x.npy")

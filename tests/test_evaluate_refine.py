@@ -11,6 +11,12 @@ import pytest
 import torch
 
 from fwi import evaluate as E
+from fwi.evaluation.external import evaluate_models
+from fwi.evaluation.refine_settings import refine_config
+from fwi.evaluation.refinement import refine_split, score_models
+from fwi.evaluation.report import REFINE_FILES
+from fwi.evaluation.split import evaluate_split
+from fwi.run import load_run
 from fwi.data.dataset import SALT_THRESHOLD, FWIDataset
 from fwi.data.transforms import decimate_time
 from fwi.invert import RefineConfig
@@ -57,7 +63,7 @@ def test_before_is_the_network_only_evaluation_of_the_same_samples(refined, tiny
     for s in r["before"]["per_sample"]:
         assert s == network[s["index"]]  # the same numbers, not a second computation
     # and those numbers are the network's: MAE in m/s and salt IoU recomputed from the checkpoint's model directly
-    run = E.load_run(tiny_run, "cpu")
+    run = load_run(tiny_run, "cpu")
     ds = FWIDataset(run.data, "test", time_decimation=run.time_decimation, normalizer=run.normalizer)
     scale = (run.normalizer.v_max - run.normalizer.v_min) / 2
     with torch.no_grad():
@@ -76,7 +82,7 @@ def test_after_numbers_match_an_independent_computation_from_the_refined_models(
     out, r = refined["out"], refined["section"]
     refined_v = np.load(out / "refined.npy")
     assert refined_v.shape == (2, 32, 33) and refined_v.dtype == np.float32
-    run = E.load_run(tiny_run, "cpu")
+    run = load_run(tiny_run, "cpu")
     raw = FWIDataset(run.data, "test", normalize=False)  # full-rate gathers, m/s velocities
     after = _by_index(r["per_sample"])
     for v, i in zip(refined_v, INDICES):
@@ -121,7 +127,7 @@ def test_without_refine_the_metrics_are_the_network_only_bytes(refined, tiny_run
     assert E.main([str(tiny_run), "--out", str(out), "--device", "cpu", "--no-figures"]) == 0
     network_only = {k: v for k, v in refined["metrics"].items() if k != "refined"}
     assert (out / "metrics.json").read_text() == json.dumps(network_only, indent=1)
-    for name in E.REFINE_FILES:
+    for name in REFINE_FILES:
         assert not (out / name).exists(), name
     assert "FWI refinement" not in capsys.readouterr().out
 
@@ -129,10 +135,10 @@ def test_without_refine_the_metrics_are_the_network_only_bytes(refined, tiny_run
 def test_refined_scoring_is_the_evaluation_scoring(tiny_run):
     """`score_models` on the network's own predictions gives the network-only metrics: before and after are scored
     the same way."""
-    run = E.load_run(tiny_run, "cpu")
-    evaluation = E.evaluate_split(run, "test", progress=False)
+    run = load_run(tiny_run, "cpu")
+    evaluation = evaluate_split(run, "test", progress=False)
     positions = [2, 0]
-    scores = E.score_models(evaluation, positions, torch.from_numpy(evaluation.pred_velocity[positions]),
+    scores = score_models(evaluation, positions, torch.from_numpy(evaluation.pred_velocity[positions]),
                             torch.from_numpy(evaluation.pred_mask[positions]).float() * 2 - 1)
     assert list(scores) == list(evaluation.metrics)
     for key, values in scores.items():
@@ -140,11 +146,11 @@ def test_refined_scoring_is_the_evaluation_scoring(tiny_run):
 
 
 def test_batches_do_not_change_the_refinement(tiny_run):
-    run = E.load_run(tiny_run, "cpu")
-    evaluation = E.evaluate_split(run, "test", samples=[0, 1], progress=False)
-    config = E.refine_config(iterations=3, schedule=(8.0, None))
-    one = E.refine_split(evaluation, config, [1, 0], batch_size=1, progress=False)
-    two = E.refine_split(evaluation, config, [1, 0], batch_size=2, progress=False)
+    run = load_run(tiny_run, "cpu")
+    evaluation = evaluate_split(run, "test", samples=[0, 1], progress=False)
+    config = refine_config(iterations=3, schedule=(8.0, None))
+    one = refine_split(evaluation, config, [1, 0], batch_size=1, progress=False)
+    two = refine_split(evaluation, config, [1, 0], batch_size=2, progress=False)
     assert list(one.index) == [1, 0] and len(one.history) == 3 and len(one.history[0]["misfit"]) == 2
     np.testing.assert_allclose(one.velocity, two.velocity, rtol=1e-4, atol=0.05)  # m/s
     assert (one.velocity != one.evaluation.pred_velocity[[1, 0]]).any()
@@ -170,8 +176,8 @@ def test_bad_refinement_input_is_one_line_exit_2_nothing_written(tiny_run, tmp_p
 
 
 def test_refine_needs_a_split_evaluation(tiny_run):
-    run = E.load_run(tiny_run, "cpu")
-    evaluation = E.evaluate_models(run, np.full((1, 32, 33), 2500.0, dtype=np.float32), misfit=False,
+    run = load_run(tiny_run, "cpu")
+    evaluation = evaluate_models(run, np.full((1, 32, 33), 2500.0, dtype=np.float32), misfit=False,
                                    progress=False)
     with pytest.raises(ValueError, match="needs a split evaluation"):
-        E.refine_split(evaluation)
+        refine_split(evaluation)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fwi.data.dataset import SALT_THRESHOLD
-from fwi.evaluation.inference import _batch, _batch_size, _progress, _score
+from fwi.evaluation.inference import progress_bar, resolve_batch_size, score_network, scoring_batch
 from fwi.evaluation.results import Evaluation
 from fwi.io.velocity_files import load_velocity_file, resample_models
 from fwi.run import LoadedRun
@@ -60,18 +60,18 @@ def evaluate_models(run: LoadedRun, velocity: np.ndarray | torch.Tensor, name: s
     """
     v = torch.as_tensor(np.asarray(velocity, dtype=np.float32))
     check_models(v.numpy(), run, name)
-    batch_size = _batch_size(run, batch_size)
+    batch_size = resolve_batch_size(run, batch_size)
     normalizer = run.normalizer
     starts = range(0, len(v), batch_size)
 
     def batches() -> Iterator[dict[str, Any]]:
-        for start in _progress(starts, len(starts), f"{run.name} {name}", progress):
+        for start in progress_bar(starts, len(starts), f"{run.name} {name}", progress):
             chunk = v[start:start + batch_size]
             raw = run.model_data(chunk).cpu()
-            yield _batch(np.arange(start, start + len(chunk)), raw, chunk, (chunk >= salt_threshold).float(),
+            yield scoring_batch(np.arange(start, start + len(chunk)), raw, chunk, (chunk >= salt_threshold).float(),
                          normalizer)
 
-    result = _score(run, batches(), run.survey, misfit)
+    result = score_network(run, batches(), run.survey, misfit)
 
     def observed(positions: Sequence[int]) -> torch.Tensor:
         return run.model_data(v[list(positions)]).cpu()

@@ -14,7 +14,7 @@ from fwi.run import LoadedRun
 from fwi.scoring import METRICS, score_batches
 
 
-def _score(run: LoadedRun, batches: Iterable[dict[str, Any]], survey: Survey, misfit: bool) -> dict[str, Any]:
+def score_network(run: LoadedRun, batches: Iterable[dict[str, Any]], survey: Survey, misfit: bool) -> dict[str, Any]:
     """Invert and score batches (`fwi.scoring` layout plus ``velocity_ms`` (B, nz, nx) and ``mask`` (B, nz, nx)):
     per-sample metrics and the arrays the figures need."""
     normalizer = run.normalizer
@@ -37,7 +37,8 @@ def _score(run: LoadedRun, batches: Iterable[dict[str, Any]], survey: Survey, mi
             **{k: np.concatenate(out[k]) for k in ("true_v", "pred_v", "true_m", "pred_m")}}
 
 
-def _batch(index, raw: torch.Tensor, velocity_ms: torch.Tensor, mask: torch.Tensor, normalizer) -> dict[str, Any]:
+def scoring_batch(index, raw: torch.Tensor, velocity_ms: torch.Tensor, mask: torch.Tensor,
+                  normalizer) -> dict[str, Any]:
     """A `fwi.scoring` batch of raw decimated gathers (B, S, T', R), velocity (B, nz, nx) m/s and mask (B, nz, nx)."""
     velocity_ms, mask = velocity_ms.float(), mask.float()
     return {"index": index, "gathers": normalizer.gathers(raw), "observed": raw,
@@ -45,13 +46,13 @@ def _batch(index, raw: torch.Tensor, velocity_ms: torch.Tensor, mask: torch.Tens
             "velocity_ms": velocity_ms, "mask": mask}
 
 
-def _progress(iterable, total: int, desc: str, progress: bool | None):
+def progress_bar(iterable, total: int, desc: str, progress: bool | None):
     # disable=None: a bar only on a terminal (quiet in logs, tests and notebooks without widgets).
     return tqdm(iterable, total=total, desc=desc, disable=None if progress is None else not progress,
                 dynamic_ncols=True, leave=False)
 
 
-def _batch_size(run: LoadedRun, batch_size: int | None) -> int:
+def resolve_batch_size(run: LoadedRun, batch_size: int | None) -> int:
     size = batch_size or int(run.config.get("optim", {}).get("eval_batch_size", 32))
     if size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {size}")

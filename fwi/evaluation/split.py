@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from fwi.data.dataset import FWIDataset
-from fwi.evaluation.inference import _batch, _batch_size, _progress, _score
+from fwi.evaluation.inference import progress_bar, resolve_batch_size, score_network, scoring_batch
 from fwi.evaluation.results import Evaluation
 from fwi.run import LoadedRun
 
@@ -35,7 +35,7 @@ def evaluate_split(run: LoadedRun, split: str = "test", data: str | os.PathLike 
     misfit (one forward modelling per sample).
     """
     path = dataset_path(run, data)
-    batch_size = _batch_size(run, batch_size)
+    batch_size = resolve_batch_size(run, batch_size)
     raw_set = FWIDataset(path, split, normalize=False, time_decimation=run.time_decimation)
     shape = tuple(raw_set.survey.data_shape)
     shape = (shape[0], math.ceil(shape[1] / run.time_decimation), shape[2])
@@ -54,10 +54,10 @@ def evaluate_split(run: LoadedRun, split: str = "test", data: str | os.PathLike 
     loader = DataLoader(Subset(raw_set, indices), batch_size=batch_size)
 
     def batches() -> Iterator[dict[str, Any]]:
-        for b in _progress(loader, len(loader), f"{run.name} {split}", progress):
-            yield _batch(b["index"].numpy(), b["gathers"], b["velocity"][:, 0], b["salt_mask"][:, 0], normalizer)
+        for b in progress_bar(loader, len(loader), f"{run.name} {split}", progress):
+            yield scoring_batch(b["index"].numpy(), b["gathers"], b["velocity"][:, 0], b["salt_mask"][:, 0], normalizer)
 
-    result = _score(run, batches(), raw_set.survey, misfit)
+    result = score_network(run, batches(), raw_set.survey, misfit)
 
     def observed(positions: Sequence[int]) -> torch.Tensor:
         return torch.stack([raw_set[int(result["index"][p])]["gathers"] for p in positions])
