@@ -3,8 +3,9 @@
     python -m fwi.io.importer --gathers SHOTS.sgy [...] --velocity VEL.sgy [...] --out data/x.h5 --split test
 
 Each ``--gathers`` file is one sample: its field records are the S shots, which must all have the same receivers
-(trace count and GroupX). Each ``--velocity`` file is one (nz, nx) model (`fwi.io.segy.write_velocity` layout) or a MATLAB ``.mat`` file (FCNVMB / DD-Net SEGSimulation
-layout, `fwi.io.matfile`; each model in it is one sample, give ``--dx``).
+(trace count and GroupX). Each ``--velocity`` file is one (nz, nx) model (`fwi.io.segy.write_velocity` layout) or a
+MATLAB ``.mat`` file (FCNVMB / DD-Net SEGSimulation layout, `fwi.io.matfile`; each model in it is one sample, give
+``--dx``).
 
 * gathers and velocity: paired in order (the same number of files); the grid comes from the velocity files.
 * gathers only: the grid needs ``--dx`` and ``--nz`` (``--nx`` defaults to the last receiver's cell + 1); the velocity
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -75,6 +75,36 @@ def import_segy(
 ) -> Path:
     """Build the arrays and the survey, then write them with `write_dataset`; returns the output path."""
     out = Path(out)
+    check_request(out, split, gathers, velocity, overwrite)
+    models, (nz, nx, dx) = read_models(velocity, (nz, nx, dx))
+    data, geometry = read_gather_files(gathers, x_origin)
+    if geometry is not None and not velocity:
+        if dx is None or nz is None:
+            raise ImportInputError("importing gathers without a velocity model needs the grid: give --dx and --nz")
+        if nx is None:
+            nx = int(round(max(geometry["source_x"] + geometry["receiver_x"]) / dx)) + 1
+    vmax = max((float(v.max()) for v in models), default=placeholder_velocity)
+    survey = import_survey(nz, nx, dx, geometry, vmax, max_velocity, survey_options)
+
+    if models:
+        vel = np.stack(models)[:, None].astype(np.float32)
+    else:
+        vel = np.full((len(data), 1, nz, nx), placeholder_velocity, dtype=np.float32)
+    gat = np.stack(data).astype(np.float32) if data else _forward(vel[:, 0], survey)
+    salt = (vel >= salt_threshold).astype(np.uint8)
+    stats = RunningNormalisation()
+    stats.update(vel, gat)
+    generator = {"name": "fwi.io.importer", "gathers": [str(p) for p in gathers],
+                 "velocity": [str(p) for p in velocity],
+                 "gathers_source": "segy" if data else "forward_model",
+                 "velocity_source": "segy" if models else f"placeholder constant {placeholder_velocity:g} m/s",
+                 "salt_threshold": salt_threshold, "x_origin": x_origin, "normalisation_from": "imported data"}
+    return write_dataset(out, {split: {"velocity": vel, "salt_mask": salt, "gathers": gat}}, survey,
+                         normalisation=stats.result(), attrs={"generator": generator}, overwrite=overwrite)
+
+
+def check_request(out: Path, split: str, gathers: Sequence, velocity: Sequence, overwrite: bool) -> None:
+    """Refuse an import whose inputs cannot work together, before anything is read."""
     if split not in SPLITS:
         raise ImportInputError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     if not gathers and not velocity:
@@ -85,8 +115,16 @@ def import_segy(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
 
+
+Grid = tuple[int | None, int | None, float | None]
+
+
+def read_models(paths: Sequence[str | Path], grid: Grid) -> tuple[list[np.ndarray], Grid]:
+    """Velocity models (nz, nx) m/s of SEG-Y or .mat files, all on one grid (nz, nx, dx), which they must share
+    with the grid given (None entries are taken from the first file)."""
+    nz, nx, dx = grid
     models = []
-    for path in velocity:
+    for path in paths:
         if Path(path).suffix.lower() == ".mat":  # FCNVMB / DD-Net layout: no grid step in the file
             if dx is None:
                 raise ImportInputError(f"{path}: .mat velocity files carry no grid step; give --dx (10 for the SEG "
@@ -101,47 +139,29 @@ def import_segy(
                     raise ImportInputError(f"{path}: {name} is {found:g} but {given:g} was given "
                                            f"(--{name} or an earlier file)")
             nz, nx, dx = v.shape[0], v.shape[1], vdx
+    return models, (nz, nx, dx)
 
+
+def read_gather_files(paths: Sequence[str | Path], x_origin: float) -> tuple[list[np.ndarray], dict | None]:
+    """(S, T, R) gathers of each file and their shared geometry (None without files)."""
     data, geometry = [], None
-    for path in gathers:
+    for path in paths:
         g, geo = gathers_geometry(Path(path), x_origin=x_origin)
         if geometry is not None and geo != geometry:
             raise ImportInputError(f"{path} has a different geometry (nt, dt, source or receiver positions) from "
-                               f"{gathers[0]}")
+                                   f"{paths[0]}")
         data.append(g)
         geometry = geo
-    if geometry is not None and not velocity:
-        if dx is None or nz is None:
-            raise ImportInputError("importing gathers without a velocity model needs the grid: give --dx and --nz")
-        if nx is None:
-            nx = int(round(max(geometry["source_x"] + geometry["receiver_x"]) / dx)) + 1
+    return data, geometry
 
-    vmax = max((float(v.max()) for v in models), default=placeholder_velocity)
-    if geometry is None:  # forward modelling: the survey options on the model's grid, one receiver per cell
-        kwargs = {"n_receivers": nx, **(survey_options or {})}
-    else:
-        kwargs = dict(geometry)
+
+def import_survey(nz: int, nx: int, dx: float, geometry: dict | None, vmax: float, max_velocity: float | None,
+                  survey_options: dict | None) -> Survey:
+    """The survey of the imported data: the files' geometry, or (models only, to be forward-modelled) the survey
+    options on the model's grid with one receiver per cell; ``max_velocity`` covers the fastest model."""
+    kwargs = dict(geometry) if geometry is not None else {"n_receivers": nx, **(survey_options or {})}
     max_velocity = max_velocity or max(Survey.max_velocity, math.ceil(vmax / 100.0) * 100.0)
-    survey = Survey(nz=nz, nx=nx, dx=dx, max_velocity=max_velocity, **kwargs)
-
-    if models:
-        vel = np.stack(models)[:, None].astype(np.float32)
-    else:
-        vel = np.full((len(data), 1, nz, nx), placeholder_velocity, dtype=np.float32)
-    if data:
-        gat = np.stack(data).astype(np.float32)
-    else:
-        gat = _forward(vel[:, 0], survey)
-    salt = (vel >= salt_threshold).astype(np.uint8)
-    stats = RunningNormalisation()
-    stats.update(vel, gat)
-    generator = {"name": "fwi.io.importer", "gathers": [str(p) for p in gathers],
-                 "velocity": [str(p) for p in velocity],
-                 "gathers_source": "segy" if data else "forward_model",
-                 "velocity_source": "segy" if models else f"placeholder constant {placeholder_velocity:g} m/s",
-                 "salt_threshold": salt_threshold, "x_origin": x_origin, "normalisation_from": "imported data"}
-    return write_dataset(out, {split: {"velocity": vel, "salt_mask": salt, "gathers": gat}}, survey,
-                         normalisation=stats.result(), attrs={"generator": generator}, overwrite=overwrite)
+    return Survey(nz=nz, nx=nx, dx=dx, max_velocity=max_velocity, **kwargs)
 
 
 def _forward(velocity: np.ndarray, survey: Survey, batch: int = 4) -> np.ndarray:
