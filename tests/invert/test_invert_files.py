@@ -148,3 +148,19 @@ def test_a_single_model_start_file_is_broadcast(files, tmp_path):
         warnings.filterwarnings("error", message=".*not writable.*")
         metrics = run_invert(files["float32"], tmp_path / "out", "--start", f"file:{path}")
     assert metrics["n"] == 2 and metrics["misfit_after"] < metrics["misfit_before"]
+
+
+def test_key_chooses_the_array_of_a_plain_hdf5_start_file(files, tmp_path, capsys):
+    import h5py
+
+    from fwi.invert.starts import trend_start
+
+    path = tmp_path / "starts.h5"
+    with h5py.File(path, "w") as f:
+        f["a"] = trend_start(files["float32"], 1).numpy()
+        f["b"] = trend_start(files["float32"], 1).numpy() * 1.02
+    out = tmp_path / "out"
+    assert main(["--data", str(files["float32"]), "--start", f"file:{path}", "--out", str(out), *ARGS]) == 2
+    assert "--key KEY" in capsys.readouterr().err  # the hint names a flag fwi.invert has
+    metrics = run_invert(files["float32"], out, "--start", f"file:{path}", "--key", "b")
+    assert metrics["n"] == 2
