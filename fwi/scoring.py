@@ -54,6 +54,14 @@ def sample_scores(pred: Mapping[str, torch.Tensor], velocity: torch.Tensor, salt
             **salt_metrics(pred["salt_logits"], salt_mask, reduction="none")}
 
 
+def velocity_scores(velocity_ms: torch.Tensor, truth_ms: torch.Tensor, salt_mask: torch.Tensor,
+                    salt_logits: torch.Tensor, normalizer: Normalizer) -> dict[str, torch.Tensor]:
+    """`sample_scores` of models given in m/s (FWI-refined or external): velocity, true velocity, true salt mask and
+    predicted salt logits all (B, nz, nx); returns (B,) scores."""
+    pred = {"velocity": normalizer.velocity(velocity_ms[:, None]), "salt_logits": salt_logits[:, None]}
+    return sample_scores(pred, normalizer.velocity(truth_ms[:, None]), salt_mask[:, None], normalizer)
+
+
 @torch.no_grad()
 def score_batches(model: nn.Module | Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
                   batches: Iterable[Mapping[str, Any]], normalizer: Normalizer, survey: Survey, device: torch.device,

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Sequence
 
-from fwi.data.store import read_info
 from fwi.evaluation.split import dataset_path
 from fwi.invert import RefineConfig
-from fwi.invert.cli import parse_indices, parse_schedule
+from fwi.invert.dataset import dataset_config
 from fwi.invert.filters import FrequencyError
+from fwi.invert.parsing import parse_indices, parse_schedule
 from fwi.invert.params import PARAMETERISATIONS
 from fwi.run import LoadedRun
 
@@ -52,15 +52,6 @@ def parse_refine_indices(text: str, n: int, split: str = "test") -> list[int]:
     return list(dict.fromkeys(indices))
 
 
-def _stored_config(config: RefineConfig, path: str | os.PathLike) -> tuple[RefineConfig, Any]:
-    """``config`` for the observed gathers as the dataset stores them (full rate, or decimated by k in a compact
-    file), checked against the dataset's survey (frequencies below Nyquist, ...); and the dataset's `DatasetInfo`."""
-    info = read_info(path)
-    config = replace(config, time_decimation=info.storage.time_decimation)
-    config.validate(info.survey)
-    return config, info
-
-
 def prepare_refinement(run: LoadedRun, split: str = "test", data: str | os.PathLike | None = None,
                        config: RefineConfig | None = None, indices: str | None = None
                        ) -> tuple[RefineConfig, list[int] | None]:
@@ -68,7 +59,7 @@ def prepare_refinement(run: LoadedRun, split: str = "test", data: str | os.PathL
     refine (None: every sample of the split); ``indices`` as ``--refine-indices`` takes them."""
     path = dataset_path(run, data)
     try:
-        config, info = _stored_config(config or RefineConfig(), path)
+        config, info = dataset_config(config or RefineConfig(), path)  # observed as the dataset stores them
     except FrequencyError as exc:
         raise FrequencyError(f"--refine-schedule: {exc}") from None
     if split not in info.sizes:

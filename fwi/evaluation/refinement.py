@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from fwi import viz
-from fwi.data.dataset import SALT_THRESHOLD, FWIDataset
-from fwi.evaluation.refine_settings import _stored_config
+from fwi.data.dataset import SALT_THRESHOLD
 from fwi.evaluation.results import Evaluation, summarize
-from fwi.invert import RefineConfig, refine_batches
+from fwi.invert.batches import refine_batches
+from fwi.invert.config import RefineConfig
+from fwi.invert.dataset import dataset_config, read_samples
 from fwi.metrics import data_misfit
-from fwi.scoring import METRICS, sample_scores
+from fwi.scoring import METRICS, velocity_scores
 
 
 #: Models per `fwi.invert.refine` call (`fwi.invert.refine_batches`): deepwave keeps the wavefields of every shot of the
@@ -32,17 +33,16 @@ REFINE_TABLE = (("mae_ms", "MAE (m/s)", False, ".1f"), ("rmse_ms", "RMSE (m/s)",
 def score_models(evaluation: Evaluation, positions: Sequence[int], velocity_ms: torch.Tensor,
                  salt_logits: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-sample metrics of other models (B, nz, nx) in m/s of the evaluated samples at ``positions``, computed as
-    for the network's predictions: `fwi.scoring.sample_scores` against the true velocity and mask, the salt mask
+    for the network's predictions: `fwi.scoring.velocity_scores` against the true velocity and mask, the salt mask
     ``salt_logits > 0``, and (when the evaluation has it) the data misfit against the observed gathers at the run's
     time decimation."""
-    run, normalizer = evaluation.run, evaluation.run.normalizer
+    run = evaluation.run
     positions = list(positions)
     v = torch.as_tensor(velocity_ms, dtype=torch.float32).to(run.device)
-    pred = {"velocity": normalizer.velocity(v)[:, None],
-            "salt_logits": torch.as_tensor(salt_logits, dtype=torch.float32).to(run.device)[:, None]}
-    truth = normalizer.velocity(torch.from_numpy(evaluation.true_velocity[positions]).float().to(run.device))
+    logits = torch.as_tensor(salt_logits, dtype=torch.float32).to(run.device)
+    truth = torch.from_numpy(evaluation.true_velocity[positions]).float().to(run.device)
     mask = torch.from_numpy(evaluation.true_mask[positions]).float().to(run.device)
-    scores = sample_scores(pred, truth[:, None], mask[:, None], normalizer)
+    scores = velocity_scores(v, truth, mask, logits, run.normalizer)
     if "data_misfit" in evaluation.metrics:
         observed = evaluation.observed(positions).to(run.device)
         scores["data_misfit"] = data_misfit(v, observed, evaluation.survey, run.time_decimation)
@@ -113,7 +113,9 @@ class Refinement:
             self.describe() + ".", "", self.table(), "",
             "- network: the run's prediction, as in the network-only evaluation (metrics.json, same samples); after "
             "FWI: `fwi.invert.refine` started from that prediction (clamped into the velocity bounds) against the "
-            "split's gathers at full time sampling, with the dataset's survey",
+            "split's gathers " + ("at full time sampling" if self.config.time_decimation == 1 else
+                                  f"as the dataset stores them, decimated in time by {self.config.time_decimation}")
+            + ", with the dataset's survey",
             "- mean ± std over the models; change: of the mean (relative for errors, absolute for SSIM / IoU / Dice); "
             "improved: models where FWI made the metric better",
             f"- data misfit: ||d(v) - d_obs|| / ||d_obs||, the model re-modelled at the run's time decimation "
@@ -166,16 +168,16 @@ def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, ind
     """Refine the network's predictions of an evaluated split by FWI (`fwi.invert.refine`) and score them.
 
     Start: the run's prediction of each sample (clamped into the refinement's velocity bounds) and its salt head (for
-    the salt parameterisations); observed: the split's gathers as the dataset stores them (full time sampling); the
-    survey: the dataset's. ``indices``: dataset indices to refine (default every evaluated sample). ``before`` holds
-    the evaluation's metrics of those samples, ``after`` the refined models' (`score_models`); the refined salt mask
-    is the parameterisation's salt variable where it has one, else velocity > `SALT_THRESHOLD`.
+    the salt parameterisations); observed: the split's gathers as the dataset stores them (decoded, at its time
+    decimation); the survey: the dataset's. ``indices``: dataset indices to refine (default every evaluated sample).
+    ``before`` holds the evaluation's metrics of those samples, ``after`` the refined models' (`score_models`); the
+    refined salt mask is the parameterisation's salt variable where it has one, else velocity > `SALT_THRESHOLD`.
     """
     if "dataset" not in evaluation.meta:
         raise ValueError("FWI refinement needs a split evaluation (evaluate_split): external models have no observed "
-                         "gathers at full time sampling")
+                         "gathers")
     run = evaluation.run
-    config, info = _stored_config(config or RefineConfig(), evaluation.meta["dataset"])
+    config, info = dataset_config(config or RefineConfig(), evaluation.meta["dataset"])
     where = {int(i): p for p, i in enumerate(evaluation.index)}
     chosen = [int(i) for i in evaluation.index] if indices is None else list(dict.fromkeys(int(i) for i in indices))
     missing = [i for i in chosen if i not in where]
@@ -184,7 +186,6 @@ def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, ind
     if config.param == "network" and info.survey != run.survey:
         raise ValueError("param 'network' needs the dataset modelled with the run's survey")
     positions = np.array([where[i] for i in chosen])
-    raw = FWIDataset(info.path, evaluation.meta["split"], normalize=False, time_decimation=config.time_decimation)
     bounds = (config.vmin, config.upper(info.survey))
     chunks = [positions[first:first + batch_size] for first in range(0, len(positions), batch_size)]
     starts, logits = [], []
@@ -193,7 +194,8 @@ def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, ind
         starts.append(run.normalizer.velocity_inverse(out["velocity"][:, 0]).clamp(*bounds).cpu())
         logits.append(out["salt_logits"][:, 0].cpu())
     start, start_logits = torch.cat(starts), torch.cat(logits)
-    observed = torch.stack([raw[int(evaluation.index[p])]["gathers"] for p in positions])
+    observed = read_samples(info.path, evaluation.meta["split"], evaluation.index[positions],
+                            config.time_decimation).gathers
     result = refine_batches(run if config.param == "network" else info.survey, observed, start,
                             torch.sigmoid(start_logits), config, batch_size=batch_size,
                             truth=torch.from_numpy(evaluation.true_velocity[positions]),

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from fwi.data.transforms import Normalizer
-from fwi.invert.core import RefineConfig, RefineResult, check_inputs, refine
+from fwi.invert.checks import check_inputs
+from fwi.invert.config import RefineConfig, RefineResult
+from fwi.invert.core import refine
 from fwi.physics import Survey
 
 #: History keys summed over the chunks (each chunk's running total); other scalar keys are the same in every chunk.

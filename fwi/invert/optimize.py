@@ -5,7 +5,8 @@ momentum 0.9 on the normalised gradient, the scheme of deepwave's FWI examples).
 One call of ``step(closure)`` is one FWI iteration. Adam costs exactly one forward + backward per iteration and works
 with random shot subsets; L-BFGS evaluates the closure once per line-search trial (typically 1-3), needs the same
 objective at each trial (all shots) and couples the models of a batch through one shared step length.
-The default (Adam) is justified by the measurement in experiments/fwi_refine/README.md (equal-cost comparison).
+The default (`RefineConfig.optimizer`: SGD on the gradient normalised by its 98th percentile) is justified by the
+measurement in experiments/fwi_refine/README.md (equal-cost comparison).
 """
 
 from __future__ import annotations

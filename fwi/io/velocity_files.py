@@ -2,7 +2,8 @@
 `fwi.io.matfile` is present, FCNVMB / DD-Net ``.mat`` files; and bilinear resampling to a grid.
 
 `load_velocity_file` dispatches on the file suffix through the `READERS` registry (suffix -> reader); a new format is
-one ``READERS.register(suffix, reader)``.
+one ``READERS.register(suffix, reader)``. Every model read from a file passes `check_velocity_values` (finite,
+positive, in m/s: ranges that look like km/s or ft/s are refused with the file, the range and the likely unit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,36 @@ import torch.nn.functional as F
 
 from fwi.registry import Registry
 
-__all__ = ["READERS", "load_velocity_file", "resample_models"]
+__all__ = ["READERS", "check_velocity_values", "load_velocity_file", "resample_models"]
+
+#: A model whose fastest cell is below this (m/s) is in km/s (water to salt: 1.5 - 4.6 km/s).
+KMS_BELOW = 20.0
+#: A model whose fastest cell is above this (m/s) is in ft/s (salt: ~14,800 ft/s); no rock of these settings is as fast.
+FTS_ABOVE = 10000.0
+
+
+def check_velocity_values(velocity: np.ndarray, source: str, error: type[Exception] = ValueError) -> np.ndarray:
+    """``velocity`` (..., nz, nx) unchanged if its values are finite, positive and plausible in m/s; otherwise
+    ``error`` with one line naming ``source`` (the file, and the key inside it), the value range and the likely unit.
+    """
+    v = np.asarray(velocity)
+    if v.size == 0:
+        raise error(f"{source} is empty (shape {v.shape}); expected velocity models in m/s")
+    finite = np.isfinite(v)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(v), -1).all(1))[:5].tolist() if v.ndim == 3 else []
+        raise error(f"{source} contains NaN or inf values" + (f" (model(s) {bad})" if bad else ""))
+    lo, hi = float(v.min()), float(v.max())
+    span = f"its values span {lo:g} .. {hi:g}"
+    if lo <= 0:
+        raise error(f"{source}: {span}; velocities must be positive (m/s)")
+    if hi < KMS_BELOW:
+        raise error(f"{source}: {span}, which looks like km/s; velocities must be in m/s (multiply by 1000)")
+    if hi > FTS_ABOVE:
+        raise error(f"{source}: {span}, which looks like ft/s (or another unit); velocities must be in m/s "
+                    "(ft/s x 0.3048)")
+    return velocity
+
 
 Reader = Callable[[Path, "str | None", str], "tuple[np.ndarray, float | None]"]
 
@@ -45,7 +75,7 @@ def _read_hdf5(path: Path, key: str | None, split: str) -> np.ndarray:
             candidates = [n for n in found if f[n].ndim in (2, 3, 4)]
             if len(candidates) != 1:
                 raise ValueError(f"{path} holds {len(candidates)} 2D-4D datasets ({', '.join(candidates) or 'none'}); "
-                                 "choose one with --key")
+                                 "choose one with --key KEY")
             return f[candidates[0]][()]
     except OSError as exc:
         raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
@@ -111,7 +141,7 @@ def load_velocity_file(path: str | os.PathLike, key: str | None = None, split: s
                          f"{arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ValueError(f"{path}: velocity must be real numbers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32), dx
+    return check_velocity_values(np.ascontiguousarray(arr, dtype=np.float32), str(path)), dx
 
 
 def resample_models(velocity: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

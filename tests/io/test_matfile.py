@@ -77,3 +77,15 @@ def test_importer_builds_a_dataset_from_mat_models(tmp_path, capsys):
     with h5py.File(out, "r") as f:
         np.testing.assert_allclose(f["test/velocity"][0, 0], v)
         assert f["test/salt_mask"][0, 0].sum() == 12  # the 3 x 4 salt body above 4400 m/s
+
+
+@pytest.mark.parametrize("value, match", [
+    (np.zeros((0, 0)), r"'vmodel' is empty"),
+    (model() * (1 + 1j), r"'vmodel' holds complex numbers"),
+    (np.array(["abc"]), r"'vmodel' holds text"),
+])
+def test_empty_complex_and_text_models_name_the_file_and_key(tmp_path, value, match):
+    scipy.io.savemat(tmp_path / "bad.mat", {"vmodel": value, "other": model()})
+    with pytest.raises(MatFileError, match=match) as info:
+        read_mat_velocity(tmp_path / "bad.mat")
+    assert "bad.mat" in str(info.value) and "no velocity-like key" not in str(info.value)
