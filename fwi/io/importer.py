@@ -32,6 +32,7 @@ from fwi.data.dataset import SALT_THRESHOLD as DEFAULT_SALT_THRESHOLD
 from fwi.data.store import SPLITS, RunningNormalisation, write_dataset
 from fwi.io.matfile import read_mat_velocity
 from fwi.io.segy import read_gathers, read_velocity, stack_gathers
+from fwi.io.velocity_files import check_velocity_values
 from fwi.physics import Survey, forward_model
 from fwi.cli import ArgumentParser, friendly_errors
 
@@ -131,7 +132,8 @@ def read_models(paths: Sequence[str | Path], grid: Grid) -> tuple[list[np.ndarra
                                        "salt set)")
             pairs = [(m, dx) for m in read_mat_velocity(path)]
         else:
-            pairs = [read_velocity(path)]
+            v, vdx = read_velocity(path)
+            pairs = [(check_velocity_values(v, str(path), ImportInputError), vdx)]
         for v, vdx in pairs:
             models.append(v)
             for name, given, found in (("nz", nz, v.shape[0]), ("nx", nx, v.shape[1]), ("dx", dx, vdx)):

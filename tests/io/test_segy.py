@@ -276,3 +276,15 @@ def test_importer_forward_models_velocity_only(tmp_path):
         gathers = f["train/gathers"][0]
         assert np.isfinite(gathers).all() and np.abs(gathers).max() > 0
         assert f["train/salt_mask"][0, 0].sum() == 6 * 16
+
+
+def test_importer_refuses_a_velocity_model_in_km_per_s(tmp_path, capsys):
+    velocity = np.full((12, 16), 2.0, np.float32)  # km/s: 1000x too slow for the propagator's units
+    velocity[6:, :] = 4.6
+    write_velocity(tmp_path / "v.sgy", velocity, 10.0)
+    out = tmp_path / "x.h5"
+    code = importer.main(["--velocity", str(tmp_path / "v.sgy"), "--out", str(out), "--split", "train"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "v.sgy" in err[0] and "km/s" in err[0]
+    assert not out.exists()
