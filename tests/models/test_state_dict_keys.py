@@ -5,6 +5,11 @@ The fixture covers the plain U-Net, every attention block in every place (encode
 after each stage of the mix decoder), every skip gate (with both decoders), the mix decoder, InversionNet and a few
 blocks with structure-changing options. It was recorded with the code as it was before the refactor of issue 13.
 
+``reference_outputs.json`` holds, per case, output fingerprints written by the code before the refactor of issue 28
+(commit cd03a34): of the seed-0 network (same seeded weights), and of the network holding a state dict with exactly
+the recorded keys whose values are drawn from each key's name (same weights under the old names). A renamed layer
+whose old key is not remapped at load fails to load; one remapped to the wrong layer changes the outputs.
+
     python tests/models/test_state_dict_keys.py          # add entries for new cases (never rewrites old ones)
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,6 +28,7 @@ from torch import nn
 from fwi.models import AttentionUNet, ModelConfig, build_model, list_attn, list_gates
 
 FIXTURE = Path(__file__).with_name("state_dict_keys.json")
+REFERENCE = Path(__file__).with_name("reference_outputs.json")
 DATA, GRID = (2, 40, 11), (12, 16)  # gathers (S, T, R) and output grid of every case
 SMALL = {"depth": 2, "base_channels": 8}
 MIX = {"decoder": "mix", "mix_dim": 16, "mix_heads": 2}
@@ -116,20 +123,64 @@ def test_fixture_covers_every_registered_block_and_gate():
         assert f"unet-gate:{gate}" in names
 
 
-@pytest.mark.parametrize("name", sorted(RECORDED))
-def test_state_dict_keys_and_shapes_unchanged(name):
+def recorded_keys(name: str) -> list[list]:
+    """[[key, shape], ...] of case ``name`` as recorded: its base network's keys, then its own."""
     entry = RECORDED[name]
-    model = build(entry)
-    base = entry.get("base")
-    shared, own = split_keys(keys_and_shapes(model), RECORDED[base]["keys"] if base else None)
-    # The base network's keys, all of them with their shapes, and exactly the recorded keys of the case's own parts.
-    if base:
-        assert shared == RECORDED[base]["keys"]
-    assert own == entry["keys"]
-    # and a state dict with exactly the recorded keys/shapes loads strictly
-    recorded = (RECORDED[base]["keys"] if base else []) + entry["keys"]
-    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
-    model.load_state_dict({k: torch.zeros(shape, dtype=dtypes[k]) for k, shape in recorded}, strict=True)
+    return (RECORDED[entry["base"]]["keys"] if "base" in entry else []) + entry["keys"]
+
+
+def named_state(keys: list[list]) -> dict[str, torch.Tensor]:
+    """A state dict with exactly ``keys``, each value drawn from a generator seeded by the key's name."""
+    out = {}
+    for key, shape in keys:
+        g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            out[key] = 0.3 * torch.randn(shape, generator=g)
+    return out
+
+
+def fingerprint(model: nn.Module) -> list[float]:
+    """Eval-mode outputs on a fixed batch: (sum, sum of squares, a fixed random projection) of both heads."""
+    x = torch.randn(2, *DATA, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    stats = []
+    for head in ("velocity", "salt_logits"):
+        y = out[head].double().flatten()
+        w = torch.randn(y.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        stats += [float(y.sum()), float((y * y).sum()), float((w * y).sum())]
+    return stats
+
+
+def outputs(name: str) -> dict[str, list[float]]:
+    """{"seeded": fingerprint of the seed-0 network, "named": fingerprint after loading `named_state`}."""
+    model = build(RECORDED[name])
+    seeded = fingerprint(model)
+    model.load_state_dict(named_state(recorded_keys(name)), strict=True)
+    return {"seeded": seeded, "named": fingerprint(model)}
+
+
+REFERENCE_OUTPUTS = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_keys_load_strictly_and_give_the_recorded_outputs(name):
+    # A state dict with exactly the recorded keys and shapes loads with strict=True (old names remapped at load) ...
+    got = outputs(name)
+    # ... and holds the same weights: the network's outputs are those the code gave before the refactor, both from
+    # the seed-0 weights (same initialisation order) and from the weights loaded under the recorded names.
+    ref = REFERENCE_OUTPUTS[name]
+    for kind in ("seeded", "named"):
+        assert got[kind] == pytest.approx(ref[kind], rel=1e-4, abs=1e-5), kind
+
+
+def test_every_recorded_case_has_reference_outputs():
+    assert set(REFERENCE_OUTPUTS) == set(RECORDED)
 
 
 def dumps(recorded: dict) -> str:
@@ -156,6 +207,12 @@ def main() -> int:
             added.append(name)
     FIXTURE.write_text(dumps(recorded))
     print(f"{FIXTURE}: {len(recorded)} cases, {len(added)} added")
+    reference = dict(REFERENCE_OUTPUTS)
+    for name in sorted(recorded):
+        reference.setdefault(name, outputs(name))
+    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(reference.items()))
+    REFERENCE.write_text("{\n" + body + "\n}\n")
+    print(f"{REFERENCE}: {len(reference)} cases")
     return 0
 
 
