@@ -41,7 +41,7 @@ from fwi.data.generate import ensure_generated
 from fwi.lock import run_lock
 from fwi.losses import FWILoss
 from fwi.scoring import evaluate_loader
-from fwi.models import build_model
+from fwi.models.build import build_model
 from fwi.models.complexity import count_flops, count_params
 from fwi import viz
 from fwi.tracking import start_wandb

@@ -1,9 +1,12 @@
-"""Checkpoint compatibility: every configuration keeps the state-dict keys and shapes recorded in
-``state_dict_keys.json``, so a checkpoint written before a refactor still loads with ``load_state_dict(strict=True)``.
+"""Checkpoint compatibility: a state dict with the keys and shapes recorded in ``state_dict_keys.json`` loads into
+every configuration with ``load_state_dict(strict=True)`` (keys of layers renamed since are renamed at load, by
+`fwi.models.legacy_keys`), so a checkpoint written before a refactor still loads, and holds the same weights.
 
 The fixture covers the plain U-Net, every attention block in every place (encoder, skip, bottleneck, decoder; and
 after each stage of the mix decoder), every skip gate (with both decoders), the mix decoder, InversionNet and a few
-blocks with structure-changing options. It was recorded with the code as it was before the refactor of issue 13.
+blocks with structure-changing options. It was recorded with the code as it was before the refactor of issue 13; the
+keys that issue 28 renamed (CBAM / scSE / BAM / PSA channel layers under ``channel.`` / ``se.``, the U-Net decoder's
+levels under ``decoder.blocks.<j>.``) stay recorded under their old names: they are the names old checkpoints hold.
 
 ``reference_outputs.json`` holds, per case, output fingerprints written by the code before the refactor of issue 28
 (commit cd03a34): of the seed-0 network (same seeded weights), and of the network holding a state dict with exactly
@@ -25,7 +28,10 @@ import pytest
 import torch
 from torch import nn
 
-from fwi.models import AttentionUNet, ModelConfig, build_model, list_attn, list_gates
+from fwi.models.attention.registry import list_attn, list_gates
+from fwi.models.build import build_model
+from fwi.models.config import ModelConfig
+from fwi.models.unet import AttentionUNet
 
 FIXTURE = Path(__file__).with_name("state_dict_keys.json")
 REFERENCE = Path(__file__).with_name("reference_outputs.json")
@@ -88,22 +94,6 @@ def build(case: dict) -> nn.Module:
 def keys_and_shapes(model: nn.Module) -> list[list]:
     """[[key, [shape...]], ...] in state-dict order."""
     return [[k, list(v.shape)] for k, v in model.state_dict().items()]
-
-
-def base_of(case: dict) -> str | None:
-    """The case whose keys a case extends: the plain network with the same decoder (None for the bases)."""
-    model = case["model"]
-    if model.get("name", "unet") != "unet" or model == SMALL or model == {**SMALL, **MIX}:
-        return None
-    return "mix" if model.get("decoder") == "mix" else "unet"
-
-
-def split_keys(keys: list[list], base_keys: list[list] | None) -> tuple[list[list], list[list]]:
-    """(entries whose key is in the base network, the others), both in state-dict order."""
-    if base_keys is None:
-        return [], keys
-    names = {k for k, _ in base_keys}
-    return [e for e in keys if e[0] in names], [e for e in keys if e[0] not in names]
 
 
 def _load_fixture() -> dict:
@@ -199,11 +189,9 @@ def main() -> int:
     recorded = RECORDED
     added = []
     todo = cases()
-    for name in sorted(todo, key=lambda n: base_of(todo[n]) is not None):  # the bases first
-        if name not in recorded:
-            case, base = todo[name], base_of(todo[name])
-            _, own = split_keys(keys_and_shapes(build(case)), recorded[base]["keys"] if base else None)
-            recorded[name] = {**case, **({"base": base} if base else {}), "keys": own}
+    for name in sorted(todo):
+        if name not in recorded:  # a new case records all its keys (the old ones name a base with the old keys)
+            recorded[name] = {**todo[name], "keys": keys_and_shapes(build(todo[name]))}
             added.append(name)
     FIXTURE.write_text(dumps(recorded))
     print(f"{FIXTURE}: {len(recorded)} cases, {len(added)} added")
