@@ -43,6 +43,7 @@ from fwi.losses import FWILoss
 from fwi.scoring import evaluate_loader
 from fwi.models.build import build_model
 from fwi.models.complexity import count_flops, count_params
+from fwi.models.legacy_keys import optimizer_state_for
 from fwi import viz
 from fwi.tracking import start_wandb
 
@@ -227,7 +228,7 @@ def _train(cfg: Config, device: torch.device, distributed: bool, run_dir: Path) 
         if main and cfg.run.resume:
             repair_records(run_dir, state)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(optimizer_state_for(model, state["model"], state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"], state["best"], list(state["history"])

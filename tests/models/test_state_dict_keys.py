@@ -31,6 +31,7 @@ from torch import nn
 from fwi.models.attention.registry import list_attn, list_gates
 from fwi.models.build import build_model
 from fwi.models.config import ModelConfig
+from fwi.models.legacy_keys import optimizer_state_for
 from fwi.models.unet import AttentionUNet
 
 FIXTURE = Path(__file__).with_name("state_dict_keys.json")
@@ -171,6 +172,34 @@ def test_recorded_keys_load_strictly_and_give_the_recorded_outputs(name):
 
 def test_every_recorded_case_has_reference_outputs():
     assert set(REFERENCE_OUTPUTS) == set(RECORDED)
+
+
+@pytest.mark.parametrize("name", ["unet-gate:gate", "unet-cbam-decoder_attn", "unet-psa-skip_attn"])
+def test_an_optimizer_state_saved_in_the_old_parameter_order_is_reordered(name):
+    """The decoder's levels moved into `DecoderBlock`s, so ``parameters()`` runs in another order than when old
+    checkpoints were written, and an optimizer keys its state by position: `optimizer_state_for` reorders it."""
+    keys = recorded_keys(name)
+    old_state = named_state(keys)
+    model = build(RECORDED[name])
+    model.load_state_dict(old_state, strict=True)
+    # Which old key each parameter came from, found by value (each value is drawn from its key's name), not by name.
+    old_name = {n: next(k for k, v in old_state.items() if v.shape == p.shape and torch.equal(v, p))
+                for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    out = model.train()(torch.randn(2, *DATA, generator=torch.Generator().manual_seed(3)))
+    (out["velocity"].sum() + out["salt_logits"].square().sum()).backward()
+    optimizer.step()
+    today = optimizer.state_dict()
+    old_order = [k for k, _ in keys if k in set(old_name.values())]  # parameters in the order they were saved
+    assert old_order != [old_name[n] for n, _ in model.named_parameters()]
+    saved = {**today, "state": {old_order.index(old_name[n]): today["state"][i]
+                                for i, (n, _) in enumerate(model.named_parameters())}}
+    reordered = optimizer_state_for(model, [k for k, _ in keys], saved)
+    assert set(reordered["state"]) == set(today["state"])
+    for i, entry in today["state"].items():
+        for field, value in entry.items():
+            assert torch.equal(reordered["state"][i][field], value), (i, field)
+    assert optimizer_state_for(model, list(model.state_dict()), today) is today  # today's order: unchanged
 
 
 def dumps(recorded: dict) -> str:
