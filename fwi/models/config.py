@@ -52,7 +52,16 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         """Raise ValueError naming the valid choices / the flags to use; return self when consistent."""
-        from fwi.models.attention.registry import ATTN, list_attn, list_gates
+        self._check_names()
+        self._check_attention()
+        if self.arch == "inversionnet" and (self.attn != "none" or self.skip_gate != "none" or self.decoder != "unet"):
+            raise ValueError("InversionNet takes no --attn, --skip-gate or --decoder options; use --arch unet")
+        self._check_sizes()
+        return self
+
+    def _check_names(self) -> None:
+        """Every name is one its registry holds (the registries import torch: imported here, when validating)."""
+        from fwi.models.attention.registry import list_attn, list_gates
         from fwi.models.layers import list_acts, list_norms
         from fwi.models.unet import DECODERS, DOWNSAMPLERS
 
@@ -63,6 +72,11 @@ class ModelConfig:
         _choice("downsampling (--downsample)", self.downsample, DOWNSAMPLERS.names())
         _choice("norm (--norm)", self.norm, list_norms())
         _choice("activation (--act)", self.act, list_acts())
+
+    def _check_attention(self) -> None:
+        """A block has a place and a place has a block; ``attn_reduction`` only for a block that takes it."""
+        from fwi.models.attention.registry import ATTN, list_attn
+
         flags = ", ".join(PLACE_FLAGS.values())
         if self.attn != "none" and not self.places():
             raise ValueError(f"--attn {self.attn} is selected but no place for it: add one or more of {flags}")
@@ -75,8 +89,8 @@ class ModelConfig:
             if options is not None and "reduction" not in options:
                 raise ValueError(f"--attn-reduction does not apply to attention block {self.attn!r} "
                                  f"(its options: {', '.join(options) or 'none'}); drop it")
-        if self.arch == "inversionnet" and (self.attn != "none" or self.skip_gate != "none" or self.decoder != "unet"):
-            raise ValueError("InversionNet takes no --attn, --skip-gate or --decoder options; use --arch unet")
+
+    def _check_sizes(self) -> None:
         for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
@@ -84,7 +98,6 @@ class ModelConfig:
             raise ValueError(f"mix_mlp_ratio must be > 0, got {self.mix_mlp_ratio}")
         if self.mix_dim % self.mix_heads:
             raise ValueError(f"mix_dim ({self.mix_dim}) must be divisible by mix_heads ({self.mix_heads})")
-        return self
 
 
 def _choice(what: str, value: str, valid: list[str]) -> None:
