@@ -3,7 +3,7 @@
 An *attention module* is any module whose class is defined in `fwi.models.attention` (the registered blocks and
 the skip gates); only the outermost ones are listed (a block's own sub-modules, e.g. CBAM's channel and spatial
 parts, are not listed separately). Names are ``model.named_modules()`` names such as ``skip_attn.0`` or
-``decoder.gates.1``.
+``decoder.blocks.1.gate``.
 
 What a map is (``mode``):
 

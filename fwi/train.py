@@ -49,8 +49,9 @@ from fwi.data.generate import ensure_generated
 from fwi.data.transforms import Normalizer
 from fwi.lock import run_lock
 from fwi.losses import FWILoss
-from fwi.models import build_model
+from fwi.models.build import build_model
 from fwi.models.complexity import count_flops, count_params
+from fwi.models.legacy_keys import optimizer_state_for
 from fwi.physics import Survey
 from fwi.scoring import evaluate_loader
 from fwi.tracking import start_wandb
@@ -326,7 +327,7 @@ def restore(t: Trainer, state: dict[str, Any], branching: bool) -> None:
     if t.main and not branching:
         repair_records(t.run_dir, state)
     t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
+    t.optimizer.load_state_dict(optimizer_state_for(t.model, state["model"], state["optimizer"]))  # old key order
     t.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     t.start_epoch, t.best, t.history = state["epoch"], state["best"], list(state["history"])

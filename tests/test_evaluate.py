@@ -17,7 +17,8 @@ from fwi.run import load_run
 from fwi.checkpoint import load_checkpoint
 from fwi.data.dataset import FWIDataset
 from fwi.attention_maps import capture_attention, list_attention_modules
-from fwi.models.build import ModelConfig, build_model
+from fwi.models.build import build_model
+from fwi.models.config import ModelConfig
 
 COMPARED = ("mae", "rmse", "ssim", "mae_ms", "iou", "dice", "data_misfit")
 
@@ -195,17 +196,17 @@ def test_capture_attention_gate_map_is_alpha():
                         (3, 40, 17), (16, 17))
     model.train()
     names = list_attention_modules(model)
-    assert names == ["bottleneck_attn", "decoder.gates.0", "decoder.gates.1"]  # CBAM's parts are not listed
+    assert names == ["bottleneck_attn", "decoder.blocks.0.gate", "decoder.blocks.1.gate"]  # not CBAM's parts
     seen = {}
-    gate = dict(model.named_modules())["decoder.gates.1"]
+    gate = dict(model.named_modules())["decoder.blocks.1.gate"]
     handle = gate.register_forward_hook(lambda m, inp, out: seen.update(alpha=m.attention_map(*inp)[:, 0]))
     gathers = torch.randn(2, 3, 40, 17)
     maps = capture_attention(model, gathers)
     handle.remove()
     assert model.training  # mode restored
-    assert maps["decoder.gates.1"].shape == (2, 16, 17) and maps["decoder.gates.0"].shape == (2, 8, 9)
+    assert maps["decoder.blocks.1.gate"].shape == (2, 16, 17) and maps["decoder.blocks.0.gate"].shape == (2, 8, 9)
     assert maps["bottleneck_attn"].shape == (2, 4, 5)
-    torch.testing.assert_close(maps["decoder.gates.1"], seen["alpha"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(maps["decoder.blocks.1.gate"], seen["alpha"], rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------- the shared scoring loop (fwi.scoring)

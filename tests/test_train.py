@@ -75,8 +75,8 @@ def test_outputs_and_checkpoint_contents(dataset, tmp_path, capsys):
     assert load_config(run / "config.yaml").data.data == str(dataset)  # the resolved config is saved
     summary = json.loads((run / "summary.json").read_text())
     assert summary["val/mae"] == pytest.approx(best["val/mae"], rel=1e-5)
-    from fwi.models import build_model
-    from fwi.models.summary import count_flops
+    from fwi.models.build import build_model
+    from fwi.models.complexity import count_flops
     shape = tuple(summary["data_shape"])  # FLOPs recorded for the ablation report, from the config alone
     cfg = load_config(run / "config.yaml")
     assert summary["flops"] == count_flops(build_model(cfg.model, shape, (32, 33)), torch.zeros(1, *shape)) > 0

@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fwi.models import ModelConfig, build_model  # noqa: E402
-from fwi.models.attention import list_attn, list_gates  # noqa: E402
-from fwi.models.build import PLACE_FLAGS  # noqa: E402
+from fwi.models.attention.registry import list_attn, list_gates  # noqa: E402
+from fwi.models.build import build_model  # noqa: E402
+from fwi.models.config import PLACE_FLAGS, ModelConfig  # noqa: E402
 from fwi.models.complexity import count_flops, count_params  # noqa: E402
 from fwi.models.summary import describe  # noqa: E402
 

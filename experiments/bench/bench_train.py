@@ -34,7 +34,7 @@ from fwi.data.store import RunningNormalisation
 from fwi.data.transforms import Normalizer
 from fwi.distributed import resolve_device
 from fwi.losses import FWILoss
-from fwi.models import build_model
+from fwi.models.build import build_model
 
 
 def make_batch(batch: int, device: torch.device):

@@ -99,8 +99,8 @@ def run_flops(run_dir: Path) -> int | None:
     import torch
 
     from fwi.checkpoint import load_checkpoint
-    from fwi.models import build_model
-    from fwi.models.summary import count_flops
+    from fwi.models.build import build_model
+    from fwi.models.complexity import count_flops
     from fwi.physics import Survey
 
     try:

@@ -19,6 +19,9 @@ from torch import nn
 
 from fwi.models.layers import ConvNormAct
 
+#: Length of the temporal kernels (odd; along T only).
+KERNEL_T = 7
+
 
 def n_temporal_layers(nt: int, nz: int) -> int:
     """Stride-2 temporal layers that bring ``nt`` samples closest to ``nz`` (in log scale), never negative."""
@@ -36,11 +39,13 @@ class GatherAdapter(nn.Module):
         nrec: R, receivers per shot (only recorded for the docstring / repr; any R works at run time).
         grid: (nz, nx) output size.
         out_channels: C, feature width.
-        kernel_t: temporal kernel length (odd).
+        norm, act: names from `fwi.models.layers.NORMS` / `ACTS`.
+
+    Every temporal conv has a ``KERNEL_T`` x 1 kernel.
     """
 
     def __init__(self, in_shots: int, nt: int, nrec: int, grid: tuple[int, int], out_channels: int = 32,
-                 kernel_t: int = 7, norm: str = "batch", act: str = "relu"):
+                 norm: str = "batch", act: str = "relu"):
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
         self.nt, self.nrec = nt, nrec
@@ -48,11 +53,11 @@ class GatherAdapter(nn.Module):
         layers: list[nn.Module] = []
         cin = in_shots
         for _ in range(n):
-            layers.append(ConvNormAct(cin, out_channels, (kernel_t, 1), stride=(2, 1), norm=norm, act=act))
+            layers.append(ConvNormAct(cin, out_channels, (KERNEL_T, 1), stride=(2, 1), norm=norm, act=act))
             cin = out_channels
         # Without any temporal layer (T already short) a single stride-1 temporal conv still mixes the shots.
         if n == 0:
-            layers.append(ConvNormAct(cin, out_channels, (kernel_t, 1), stride=1, norm=norm, act=act))
+            layers.append(ConvNormAct(cin, out_channels, (KERNEL_T, 1), stride=1, norm=norm, act=act))
         self.temporal = nn.Sequential(*layers)
         self.out_channels = out_channels
 

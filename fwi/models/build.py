@@ -6,15 +6,13 @@ from typing import Callable
 
 from torch import nn
 
-from fwi.models.config import PLACE_FLAGS, ModelConfig
+from fwi.models.config import ModelConfig
 from fwi.models.inversionnet import InversionNet
 from fwi.models.unet import AttentionUNet
 from fwi.registry import Registry
 
 #: Network families: ``builder(cfg, data_shape, grid)``.
 BUILDERS: Registry[Callable[[ModelConfig, tuple, tuple], nn.Module]] = Registry("network family")
-
-__all__ = ["BUILDERS", "PLACE_FLAGS", "ModelConfig", "build_model"]
 
 
 @BUILDERS.register("unet")
@@ -25,7 +23,8 @@ def _build_unet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[
                          act=cfg.act, attn=cfg.attn, attn_kwargs=attn_kwargs,
                          encoder_attn=cfg.encoder_attn, skip_attn=cfg.skip_attn, bottleneck_attn=cfg.bottleneck_attn,
                          decoder_attn=cfg.decoder_attn, skip_gate=cfg.skip_gate, decoder=cfg.decoder,
-                         mix_dim=cfg.mix_dim, mix_heads=cfg.mix_heads)
+                         mix_dim=cfg.mix_dim, mix_heads=cfg.mix_heads, mix_mlp_ratio=cfg.mix_mlp_ratio,
+                         downsample=cfg.downsample)
 
 
 @BUILDERS.register("inversionnet")
@@ -35,6 +34,6 @@ def _build_inversionnet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid
 
 
 def build_model(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> nn.Module:
-    """Validate ``cfg`` and build the network for gathers of shape ``data_shape`` = (S, T, R) onto ``grid`` = (nz, nx)."""
+    """Validate ``cfg``; the network for gathers of shape ``data_shape`` = (S, T, R) onto ``grid`` = (nz, nx)."""
     cfg.validate()
     return BUILDERS.get(cfg.arch)(cfg, tuple(data_shape), tuple(grid))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from fwi.models.attention import create_attn, create_gate
+from fwi.models.attention.registry import create_attn, create_gate
 from fwi.models.attention.common import largest_divisor_at_most, multi_head_attention
 from fwi.models.layers import make_act, make_norm
 

@@ -5,8 +5,7 @@
 
 FLOPs are counted by `fwi.models.complexity` (FlopCounterMode) for one forward pass of one sample (a multiply-add
 counts 2); only the matrix-multiply-like ops it knows (conv, linear, matmul, attention) are counted, not element-wise
-ops, norms or pooling. ``count_params`` / ``count_flops`` are re-exported here for older imports; new code imports
-them from `fwi.models.complexity`.
+ops, norms or pooling.
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ import dataclasses
 import torch
 
 from fwi.cli import ArgumentParser, friendly_errors
-from fwi.models.attention import list_attn, list_gates
-from fwi.models.build import PLACE_FLAGS, ModelConfig, build_model
+from fwi.models.attention.registry import list_attn, list_gates
+from fwi.models.build import build_model
 from fwi.models.complexity import count_flops, count_params
-
-__all__ = ["count_flops", "count_params", "describe", "summarize", "all_attn_configs", "format_table", "main"]
+from fwi.models.config import PLACE_FLAGS, ModelConfig
 
 
 def describe(cfg: ModelConfig) -> str:
@@ -38,7 +36,7 @@ def describe(cfg: ModelConfig) -> str:
     return " ".join(parts)
 
 
-def summarize(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> dict:
+def model_summary(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[int, int]) -> dict:
     """{'model', 'params', 'flops'} of the model built from ``cfg`` (FLOPs per sample)."""
     model = build_model(cfg, data_shape, grid)
     example = torch.zeros(1, *data_shape)
@@ -81,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attn-reduction", type=int, default=None)
     p.add_argument("--mix-dim", type=int, default=64)
     p.add_argument("--mix-heads", type=int, default=4)
+    p.add_argument("--mix-mlp-ratio", type=float, default=4.0)
+    p.add_argument("--downsample", default="maxpool", help="maxpool | conv")
     p.add_argument("--grid", type=int, nargs=2, default=[70, 70], metavar=("NZ", "NX"))
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--nt", type=int, default=1000)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, attn="none", **{f: False for f in PLACE_FLAGS})
     cfg.validate()
     cfgs = all_attn_configs(cfg) if args.all_attn else [cfg]
-    rows = [summarize(c, data_shape, grid) for c in cfgs]
+    rows = [model_summary(c, data_shape, grid) for c in cfgs]
     print(f"gathers (S, T, R) = {data_shape}, grid = {grid}, FLOPs per sample (forward)")
     print(format_table(rows, rows[0]["flops"] if args.all_attn else None))
     return 0

@@ -1,4 +1,5 @@
-"""Configurable attention U-Net: gathers (B, S, T, R) -> {"velocity": (B,1,nz,nx) in [-1,1], "salt_logits": (B,1,nz,nx)}.
+"""Configurable attention U-Net: gathers (B, S, T, R) -> {"velocity": (B,1,nz,nx) in [-1,1],
+"salt_logits": (B,1,nz,nx)}.
 
 Layout for ``depth=4``, ``base_channels=32`` on a 70 x 70 grid (maxpool with ceil mode, so odd sizes round up):
 
@@ -8,7 +9,8 @@ Layout for ``depth=4``, ``base_channels=32`` on a 70 x 70 grid (maxpool with cei
     enc2      down, DoubleConv -> 128 @ 18x18 ...
     enc3      down, DoubleConv -> 256 @ 9x9   ...
     bottleneck down, DoubleConv -> 512 @ 5x5  [bottleneck attn]
-    decoder   "unet": up-conv, pad/crop to the skip's size, concat, DoubleConv [decoder attn], x4
+    decoder   "unet": a DecoderBlock per level: up-conv, pad/crop to the skip's size, [gate], concat,
+              DoubleConv [decoder attn], x4
               "mix":  U-MixFormer mix-attention decoder (`fwi.models.mix_decoder`)
     heads     1x1 conv -> tanh (velocity), 1x1 conv (salt logits)
 
@@ -18,14 +20,16 @@ block is chosen by the flags, never by the block's name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
 from fwi.models.adapter import GatherAdapter
-from fwi.models.attention import ATTN, create_attn, create_gate
+from fwi.models.attention.registry import ATTN, create_attn, create_gate
 from fwi.models.layers import ConvNormAct, DoubleConv, match_size
+from fwi.models.legacy_keys import rename_on_load
 from fwi.models.mix_decoder import MixAttentionDecoder
 from fwi.registry import Registry
 
@@ -52,57 +56,98 @@ class Downsample(nn.Module):
         return self.op(x)
 
 
+class DecoderBlock(nn.Module):
+    """One level of the U-Net decoder (smp's ``DecoderBlock``): up-convolve the coarser feature, match the skip's
+    size exactly, gate the skip (optional), concatenate ``[skip, up]``, DoubleConv, attention block (optional).
+
+    Args:
+        in_channels: width of the coarser feature coming up (also the gating signal, before the up-conv, as in
+            Oktay et al.).
+        skip_channels: width of the skip, and of the output.
+        attn, attn_kwargs: attention block after the DoubleConv ("none": identity).
+        gate, gate_kwargs: gate on the skip ("none": no gate).
+
+    forward(x (B, in_channels, h, w), skip (B, skip_channels, H, W)) -> (B, skip_channels, H, W).
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, norm: str = "batch", act: str = "relu",
+                 attn: str = "none", attn_kwargs: dict | None = None, gate: str = "none",
+                 gate_kwargs: dict | None = None):
+        super().__init__()
+        # Created in this order: the seeded initialisation of the layers depends on it.
+        self.up = nn.ConvTranspose2d(in_channels, skip_channels, kernel_size=2, stride=2)
+        self.gate = create_gate(gate, skip_channels, in_channels, **(gate_kwargs or {})) if gate != "none" else None
+        self.conv = DoubleConv(2 * skip_channels, skip_channels, norm=norm, act=act)
+        self.attn = create_attn(attn, skip_channels, **(attn_kwargs or {}))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            skip = self.gate(skip, x)
+        x = match_size(self.up(x), tuple(skip.shape[-2:]))
+        return self.attn(self.conv(torch.cat([skip, x], dim=1)))
+
+
 class UNetDecoder(nn.Module):
-    """Classic U-Net decoder: at each level up-convolve, match the skip's size exactly, gate the skip (optional),
-    concatenate, DoubleConv, then an optional attention block."""
+    """Classic U-Net decoder: one `DecoderBlock` per level, coarse -> fine.
+
+    ``widths``: the encoder stage widths finest first, then the bottleneck's; ``attn`` goes after each block when
+    ``decoder_attn``; ``skip_gate`` (or "none") gates every skip. Checkpoints written when the levels' layers were
+    four parallel lists (``ups``, ``convs``, ``post_attn``, ``gates``) load, renamed at load.
+    forward(features finest first, then the bottleneck) -> (B, widths[0], H0, W0).
+    """
 
     def __init__(self, widths: list[int], norm: str = "batch", act: str = "relu", attn: str = "none",
                  attn_kwargs: dict | None = None, decoder_attn: bool = False, skip_gate: str = "none",
                  gate_kwargs: dict | None = None):
         super().__init__()
         depth = len(widths) - 1
-        self.ups, self.convs, self.post_attn, self.gates = (nn.ModuleList() for _ in range(4))
-        self.gated = skip_gate != "none"
-        cin = widths[depth]
-        for level in reversed(range(depth)):
-            w = widths[level]
-            self.ups.append(nn.ConvTranspose2d(cin, w, kernel_size=2, stride=2))
-            # Gating signal: the coarser decoder feature coming up (before the up-conv), as in Oktay et al.
-            self.gates.append(create_gate(skip_gate, w, cin, **(gate_kwargs or {})) if self.gated else nn.Identity())
-            self.convs.append(DoubleConv(2 * w, w, norm=norm, act=act))
-            self.post_attn.append(create_attn(attn if decoder_attn else "none", w, **(attn_kwargs or {})))
-            cin = w
+        self.blocks = nn.ModuleList(
+            DecoderBlock(widths[level + 1], widths[level], norm, act, attn if decoder_attn else "none", attn_kwargs,
+                         skip_gate, gate_kwargs)
+            for level in reversed(range(depth)))
         self.out_channels = widths[0]
+        rename_on_load(self, {f"{old}.{j}.": f"blocks.{j}.{new}." for j in range(depth) for old, new in
+                              (("ups", "up"), ("convs", "conv"), ("post_attn", "attn"), ("gates", "gate"))})
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """``features``: the encoder skips finest first, then the bottleneck."""
         x = features[-1]
-        skips = features[-2::-1]  # coarse -> fine
-        for up, gate, conv, post, skip in zip(self.ups, self.gates, self.convs, self.post_attn, skips):
-            if self.gated:
-                skip = gate(skip, x)
-            x = match_size(up(x), tuple(skip.shape[-2:]))
-            x = post(conv(torch.cat([skip, x], dim=1)))
+        for block, skip in zip(self.blocks, features[-2::-1]):  # skips coarse -> fine
+            x = block(x, skip)
         return x
 
 
-#: Decoders over the encoder stages: ``factory(widths, opts)``, ``widths`` finest first (then the bottleneck),
-#: ``opts`` the AttentionUNet options (norm, act, attn, attn_kwargs, decoder_attn, skip_gate, gate_kwargs, mix_*).
-DECODERS: Registry[Callable[[list[int], dict], nn.Module]] = Registry("decoder")
+@dataclass(frozen=True)
+class DecoderSpec:
+    """What a decoder is built from besides the stage widths (the `AttentionUNet` options that concern it)."""
+
+    norm: str = "batch"
+    act: str = "relu"
+    attn: str = "none"  # block after each decoder stage when ``decoder_attn``
+    attn_kwargs: dict = field(default_factory=dict)
+    decoder_attn: bool = False
+    skip_gate: str = "none"
+    gate_kwargs: dict = field(default_factory=dict)
+    mix_dim: int = 64  # mix decoder only: token width (at most) per stage
+    mix_heads: int = 4  # mix decoder only: attention heads
+    mix_mlp_ratio: float = 4.0  # mix decoder only: Mix-FFN hidden width factor
+
+
+#: Decoders over the encoder stages: ``factory(widths, spec)``, ``widths`` finest first (then the bottleneck).
+DECODERS: Registry[Callable[[list[int], DecoderSpec], nn.Module]] = Registry("decoder")
 
 
 @DECODERS.register("unet")
-def _unet_decoder(widths, opts) -> nn.Module:
-    return UNetDecoder(widths, norm=opts["norm"], act=opts["act"], attn=opts["attn"], attn_kwargs=opts["attn_kwargs"],
-                       decoder_attn=opts["decoder_attn"], skip_gate=opts["skip_gate"], gate_kwargs=opts["gate_kwargs"])
+def _unet_decoder(widths: list[int], spec: DecoderSpec) -> nn.Module:
+    return UNetDecoder(widths, norm=spec.norm, act=spec.act, attn=spec.attn, attn_kwargs=spec.attn_kwargs,
+                       decoder_attn=spec.decoder_attn, skip_gate=spec.skip_gate, gate_kwargs=spec.gate_kwargs)
 
 
 @DECODERS.register("mix")
-def _mix_decoder(widths, opts) -> nn.Module:
-    return MixAttentionDecoder(widths, dim=opts["mix_dim"], heads=opts["mix_heads"], mlp_ratio=opts["mix_mlp_ratio"],
-                               norm=opts["norm"], act=opts["act"], attn=opts["attn"], attn_kwargs=opts["attn_kwargs"],
-                               decoder_attn=opts["decoder_attn"], skip_gate=opts["skip_gate"],
-                               gate_kwargs=opts["gate_kwargs"])
+def _mix_decoder(widths: list[int], spec: DecoderSpec) -> nn.Module:
+    return MixAttentionDecoder(widths, dim=spec.mix_dim, heads=spec.mix_heads, mlp_ratio=spec.mix_mlp_ratio,
+                               norm=spec.norm, act=spec.act, attn=spec.attn, attn_kwargs=spec.attn_kwargs,
+                               decoder_attn=spec.decoder_attn, skip_gate=spec.skip_gate, gate_kwargs=spec.gate_kwargs)
 
 
 class AttentionUNet(nn.Module):
@@ -148,10 +193,10 @@ class AttentionUNet(nn.Module):
         self.skip_attn = nn.ModuleList(place(skip_attn, widths[i]) for i in range(depth))
         self.bottleneck = DoubleConv(widths[depth - 1], widths[depth], norm=norm, act=act)
         self.bottleneck_attn = place(bottleneck_attn, widths[depth])
-        opts = dict(norm=norm, act=act, attn=attn, attn_kwargs=attn_kwargs, decoder_attn=decoder_attn,
-                    skip_gate=skip_gate, gate_kwargs=dict(gate_kwargs or {}), mix_dim=mix_dim, mix_heads=mix_heads,
-                    mix_mlp_ratio=mix_mlp_ratio)
-        self.decoder = make_decoder(widths, opts)
+        spec = DecoderSpec(norm=norm, act=act, attn=attn, attn_kwargs=attn_kwargs, decoder_attn=decoder_attn,
+                           skip_gate=skip_gate, gate_kwargs=dict(gate_kwargs or {}), mix_dim=mix_dim,
+                           mix_heads=mix_heads, mix_mlp_ratio=mix_mlp_ratio)
+        self.decoder = make_decoder(widths, spec)
         head_in = self.decoder.out_channels
         self.velocity_head = nn.Sequential(nn.Conv2d(head_in, 1, 1), nn.Tanh())
         self.salt_head = nn.Conv2d(head_in, 1, 1)

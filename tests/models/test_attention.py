@@ -4,16 +4,23 @@ recompute the papers' equations with plain torch ops from each block's own weigh
 from __future__ import annotations
 
 import math
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fwi.models.attention import ATTN, GATES, create_attn, create_gate, list_attn, list_gates
+from fwi.models import attention
 from fwi.models.attention.common import largest_divisor_at_most, multi_head_attention
 from fwi.models.attention.eca import eca_kernel_size
-from fwi.models.attention.se import ChannelAttn, SqueezeMLP
+from fwi.models.attention.registry import ATTN, GATES, create_attn, create_gate, list_attn, list_gates
+from fwi.models.attention.se import ChannelAttn
 from fwi.models.attention.shuffle import shuffle_groups
 from fwi.models.mix_decoder import CrossAttention
 
@@ -181,23 +188,82 @@ def test_options_a_block_does_not_take_fail_loudly(name, bad, options):
     assert isinstance(create_attn("none", 16, **{bad: 4}), nn.Identity)  # no block: nothing to configure
 
 
-def test_channel_branches_share_one_channel_attn():
-    """SE, CBAM, scSE and BAM are the shared ChannelAttn (PSA uses its SqueezeMLP), keeping their layer names."""
-    for name in ("se", "cbam", "scse", "bam"):
-        assert isinstance(create_attn(name, 16), ChannelAttn), name
-    assert isinstance(create_attn("psa", 16), SqueezeMLP)
-    assert create_attn("bam", 16).mlp_names == ("channel_fc1", "channel_fc2")
-    assert create_attn("psa", 16).mlp_names == ("se_fc1", "se_fc2")
-    # CBAM's channel attention is exactly a standalone avg+max ChannelAttn holding the same weights (timm's cut)
+def test_channel_branches_hold_one_channel_attn():
+    """SE is a ChannelAttn; CBAM, scSE and BAM hold one as ``channel``, PSA as ``se`` (composition, timm's cut)."""
+    assert type(create_attn("se", 16)) is ChannelAttn
+    for name, child in (("cbam", "channel"), ("scse", "channel"), ("bam", "channel"), ("psa", "se")):
+        block = create_attn(name, 16)
+        assert not isinstance(block, ChannelAttn) and type(getattr(block, child)) is ChannelAttn, name
+    # CBAM = its channel attention, then its spatial attention on the result
     torch.manual_seed(0)
     cbam = create_attn("cbam", 32, reduction=4)
     chan = ChannelAttn(32, reduction=4, pools=("avg", "max"))
-    chan.load_state_dict({k: v for k, v in cbam.state_dict().items() if k.startswith("fc")})
+    chan.load_state_dict(cbam.channel.state_dict())
     x = torch.randn(2, 32, 5, 7)
-    torch.testing.assert_close(chan(x), x * cbam.channel_map(x), rtol=0, atol=0)
     torch.testing.assert_close(cbam(x), chan(x) * cbam.spatial_map(chan(x)), rtol=0, atol=0)
     with pytest.raises(ValueError, match="pools"):
         ChannelAttn(8, pools=("median",))
+
+
+@pytest.mark.parametrize("name, old, new", [
+    ("cbam", ["fc1", "fc2"], ["channel.fc1", "channel.fc2"]),
+    ("scse", ["fc1", "fc2"], ["channel.fc1", "channel.fc2"]),
+    ("bam", ["channel_fc1", "channel_fc2"], ["channel.fc1", "channel.fc2"]),
+    ("psa", ["se_fc1", "se_fc2"], ["se.fc1", "se.fc2"]),
+])
+def test_blocks_load_state_dicts_with_their_old_layer_names(name, old, new):
+    """Checkpoints written when the channel layers sat on the block itself load into the composed block, strictly,
+    and give the same outputs; a state dict with the new names loads too, and saving writes the new names."""
+    torch.manual_seed(0)
+    block = create_attn(name, 16).eval()
+    state = block.state_dict()
+    assert all(f"{n}.{p}" in state for n in new for p in ("weight", "bias"))
+    rename = {f"{n}.{p}": f"{o}.{p}" for o, n in zip(old, new) for p in ("weight", "bias")}
+    old_state = {rename.get(k, k): v.clone() for k, v in state.items()}
+    assert set(old_state) != set(state)
+    torch.manual_seed(1)
+    fresh = create_attn(name, 16).eval()
+    fresh.load_state_dict(old_state, strict=True)
+    x = torch.randn(2, 16, 5, 7)
+    torch.testing.assert_close(fresh(x), block(x), rtol=0, atol=0)
+    assert list(fresh.state_dict()) == list(state)
+    with pytest.raises(RuntimeError, match="Unexpected"):  # an unknown key still fails a strict load
+        fresh.load_state_dict({**old_state, "bogus.weight": torch.zeros(1)}, strict=True)
+
+
+def test_every_module_of_the_attention_package_registers_under_its_file_name():
+    """A new block is one new file: the package imports every module, and each registers a block or gate named
+    after the file (helpers listed in HELPER_MODULES excepted)."""
+    modules = {m.name for m in pkgutil.iter_modules(attention.__path__)} - set(attention.HELPER_MODULES)
+    assert modules and set(attention.HELPER_MODULES) <= {m.name for m in pkgutil.iter_modules(attention.__path__)}
+    for module in sorted(modules):
+        assert module in ATTN or module in GATES, f"fwi/models/attention/{module}.py registers no block {module!r}"
+    assert modules == set(list_attn()[1:]) | set(list_gates())
+
+
+def test_a_new_block_file_registers_without_editing_another_file(tmp_path):
+    """Drop a block file into (a copy of) the package: ``--attn`` accepts it, no other file edited."""
+    package = Path(attention.__file__).parents[2]  # .../fwi
+    shutil.copytree(package, tmp_path / "fwi", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "fwi" / "models" / "attention" / "halve.py").write_text(
+        "from torch import nn\n\n"
+        "from fwi.models.attention.registry import register_attn\n\n\n"
+        "@register_attn('halve')\n"
+        "class Halve(nn.Module):\n"
+        "    def __init__(self, channels: int) -> None:\n"
+        "        super().__init__()\n\n"
+        "    def forward(self, x):\n"
+        "        return x / 2\n")
+    code = ("import torch\n"
+            "from fwi.models.attention.registry import create_attn, list_attn\n"
+            "from fwi.models.config import ModelConfig\n"
+            "assert 'halve' in list_attn(), list_attn()\n"
+            "assert float(create_attn('halve', 4)(torch.ones(1, 4, 2, 2)).sum()) == 8\n"
+            "ModelConfig(attn='halve', skip_attn=True).validate()\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)  # not the checkout: its fwi would come first on the path
+    assert res.returncode == 0, res.stderr
 
 
 def test_largest_divisor_at_most_matches_brute_force():
@@ -358,7 +424,8 @@ def test_cbam_reference():
     x = torch.randn(2, 32, 9, 6)
 
     def mlp(v):
-        return torch.relu(v @ block.fc1.weight.T + block.fc1.bias) @ block.fc2.weight.T + block.fc2.bias
+        fc1, fc2 = block.channel.fc1, block.channel.fc2
+        return torch.relu(v @ fc1.weight.T + fc1.bias) @ fc2.weight.T + fc2.bias
 
     mc = torch.sigmoid(mlp(x.mean(dim=(2, 3))) + mlp(x.amax(dim=(2, 3))))
     x1 = x * mc[:, :, None, None]
@@ -392,8 +459,8 @@ def test_bam_reference():
     block = create_attn("bam", 32, reduction=4).eval()
     _randomise_bn(block)
     x = torch.randn(2, 32, 9, 10)
-    hid = torch.relu(x.mean(dim=(2, 3)) @ block.channel_fc1.weight.T + block.channel_fc1.bias)
-    mc = _bn_eval(hid @ block.channel_fc2.weight.T + block.channel_fc2.bias, block.channel_bn)  # (B, C)
+    hid = torch.relu(x.mean(dim=(2, 3)) @ block.channel.fc1.weight.T + block.channel.fc1.bias)
+    mc = _bn_eval(hid @ block.channel.fc2.weight.T + block.channel.fc2.bias, block.channel_bn)  # (B, C)
     s = x
     for idx, stage in enumerate(block.spatial_stages):
         conv, bn = stage[0], stage[1]
@@ -419,8 +486,9 @@ def test_scse_reference():
     torch.manual_seed(0)
     block = create_attn("scse", 16)
     x = torch.randn(2, 16, 5, 7)
-    hid = torch.relu(x.mean(dim=(2, 3)) @ block.fc1.weight.T + block.fc1.bias)
-    a_c = torch.sigmoid(hid @ block.fc2.weight.T + block.fc2.bias)
+    fc1, fc2 = block.channel.fc1, block.channel.fc2
+    hid = torch.relu(x.mean(dim=(2, 3)) @ fc1.weight.T + fc1.bias)
+    a_c = torch.sigmoid(hid @ fc2.weight.T + fc2.bias)
     a_s = torch.sigmoid(_conv1x1(x, block.spatial))
     torch.testing.assert_close(block(x), x * a_c[:, :, None, None] + x * a_s)
     block_max = create_attn("scse", 16, mode="max")
@@ -625,8 +693,8 @@ def test_psa_reference():
     z = torch.stack(
         [
             torch.sigmoid(
-                torch.relu(f.mean(dim=(2, 3)) @ block.se_fc1.weight.T + block.se_fc1.bias) @ block.se_fc2.weight.T
-                + block.se_fc2.bias
+                torch.relu(f.mean(dim=(2, 3)) @ block.se.fc1.weight.T + block.se.fc1.bias) @ block.se.fc2.weight.T
+                + block.se.fc2.bias
             )
             for f in feats
         ]

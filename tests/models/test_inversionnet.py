@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fwi.models import InversionNet, ModelConfig, build_model
+from fwi.models.build import build_model
+from fwi.models.config import ModelConfig
+from fwi.models.inversionnet import InversionNet
 from fwi.models.complexity import count_params
 
 

@@ -17,8 +17,12 @@ import pytest
 import torch
 from torch import nn
 
-from fwi.models import InversionNet, MixAttentionDecoder, ModelConfig, build_model, list_attn, list_gates
+from fwi.models.attention.registry import list_attn, list_gates
+from fwi.models.build import build_model
+from fwi.models.config import ModelConfig
+from fwi.models.inversionnet import InversionNet
 from fwi.models.layers import list_acts, list_norms
+from fwi.models.mix_decoder import MixAttentionDecoder
 from fwi.models.unet import AttentionUNet, UNetDecoder
 
 

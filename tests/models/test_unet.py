@@ -13,11 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from fwi.models import AttentionUNet, ModelConfig, build_model, create_attn, list_attn, summary
-from fwi.models.attention import ATTN, create_gate, list_gates
+from fwi.models.attention.registry import ATTN, create_attn, create_gate, list_attn, list_gates
+from fwi.models.build import build_model
+from fwi.models.config import ModelConfig
+from fwi.models.layers import match_size
 from fwi.models.mix_decoder import CrossAttention, MixAttentionDecoder
 from fwi.models.complexity import count_flops, count_params
-from fwi.models.unet import stage_widths
+from fwi.models.unet import AttentionUNet, stage_widths
 
 BLOCKS = [a for a in list_attn() if a != "none"]
 PLACES = ["encoder_attn", "skip_attn", "bottleneck_attn", "decoder_attn"]
@@ -117,7 +119,8 @@ def test_gate_changes_output_and_gets_gradients(gate_name, grid):
         def forward(self, skip, gating):
             return skip
 
-    model.decoder.gates = nn.ModuleList(Bypass() for _ in gates)
+    for block in model.decoder.blocks:
+        block.gate = Bypass()
     with torch.no_grad():
         ungated = model(x)["velocity"]
     assert ungated.shape == gated.shape
@@ -282,11 +285,58 @@ def test_unknown_decoder_downsampling_and_norm_name_the_valid_ones():
         assert str(e.value) == message
 
 
+def test_unet_decoder_is_one_decoder_block_per_level():
+    """smp's cut: level j of the decoder is ``blocks[j]`` (coarse -> fine), ``x = block(x, skip)``."""
+    model = small_unet((31, 45), 3, attn="se", decoder_attn=True, skip_gate="gate").eval()
+    widths = model.widths
+    assert [(b.up.in_channels, b.up.out_channels) for b in model.decoder.blocks] == [(32, 16), (16, 8), (8, 4)]
+    assert widths == [4, 8, 16, 32]
+    feats = [torch.randn(2, w, *hw) for w, hw in zip(widths, [(31, 45), (16, 23), (8, 12), (4, 6)])]
+    with torch.no_grad():
+        x = feats[-1]
+        for j, block in enumerate(model.decoder.blocks):
+            skip = feats[-2 - j]
+            gated = block.gate(skip, x)
+            up = match_size(block.up(x), tuple(skip.shape[-2:]))  # 2x up-conv of a ceil-halved map, cropped
+            x = block.attn(block.conv(torch.cat([gated, up], dim=1)))
+        torch.testing.assert_close(model.decoder(feats), x, rtol=0, atol=0)
+
+
+def test_downsample_and_mix_mlp_ratio_are_config_keys_that_reach_the_network():
+    data, grid = (3, 40, 11), (30, 40)
+    plain = build_model(ModelConfig(depth=2, base_channels=4), data, grid)
+    conv = build_model(ModelConfig(depth=2, base_channels=4, downsample="conv"), data, grid)
+    assert all(isinstance(d.op, nn.MaxPool2d) for d in plain.downs)
+    assert [d.op[0].stride for d in conv.downs] == [(2, 2), (2, 2)]
+    assert count_params(conv) > count_params(plain)
+    mix = build_model(ModelConfig(depth=2, base_channels=4, decoder="mix", mix_dim=8, mix_heads=2, mix_mlp_ratio=2),
+                      data, grid)
+    assert [b.ffn.fc1.out_features for b in mix.decoder.blocks] == [2 * w for w in mix.decoder.stage_dims[::-1]]
+    for kw, message in [(dict(downsample="nope"), "unknown downsampling (--downsample) 'nope'; valid: maxpool, conv"),
+                        (dict(mix_mlp_ratio=0.0), "mix_mlp_ratio must be > 0, got 0.0"),
+                        (dict(arch="nope"), "unknown network family (--arch) 'nope'; valid: unet, inversionnet")]:
+        with pytest.raises(ValueError) as e:
+            ModelConfig(**kw).validate()
+        assert str(e.value) == message
+
+
+def test_config_lists_the_network_families_build_registers_and_validates_without_build():
+    """No import cycle: `ModelConfig.validate` asks the registries where they live, not `fwi.models.build` (which
+    imports the config); its list of families is the one `build` registers."""
+    from fwi.models.build import BUILDERS
+    from fwi.models.config import ARCHS
+
+    assert list(ARCHS) == BUILDERS.names()
+    code = ("import sys\n"
+            "from fwi.models.config import ModelConfig\n"
+            "ModelConfig(attn='cbam', skip_attn=True, skip_gate='gate', downsample='conv').validate()\n"
+            "assert 'fwi.models.build' not in sys.modules\n"
+            "assert 'torch' in sys.modules and 'fwi.models.attention.cbam' in sys.modules\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
 # ---------------------------------------------------------------- summary
-
-
-def test_summary_reexports_the_complexity_counters():
-    assert summary.count_flops is count_flops and summary.count_params is count_params
 
 
 def test_count_flops_single_conv_by_hand():

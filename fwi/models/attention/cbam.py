@@ -11,14 +11,16 @@ from torch import nn
 
 from fwi.models.attention.registry import register_attn
 from fwi.models.attention.se import ChannelAttn
+from fwi.models.legacy_keys import rename_on_load
 
 
 @register_attn("cbam")
-class CBAM(ChannelAttn):
+class CBAM(nn.Module):
     """Channel attention then spatial attention, applied in sequence (paper eq. 1-3).
 
-    Channel: ``Mc = sigmoid(MLP(avgpool x) + MLP(maxpool x))`` with one shared MLP (C -> C/r -> C, ReLU): the
-    shared `ChannelAttn` with both poolings (as timm builds its CBAM), its layers ``fc1`` / ``fc2``.
+    Channel: ``Mc = sigmoid(MLP(avgpool x) + MLP(maxpool x))`` with one shared MLP (C -> C/r -> C, ReLU): a
+    `ChannelAttn` with both poolings held as ``channel`` (as timm composes its CBAM; checkpoints that stored its
+    layers as ``fc1`` / ``fc2`` load, renamed at load).
     Spatial: ``Ms = sigmoid(conv7x7([mean_c x'; max_c x']))`` (2 -> 1 channels, padding 3, with bias; the
     authors' code adds a BatchNorm after this conv, the paper's equation does not, so neither do we).
 
@@ -34,8 +36,10 @@ class CBAM(ChannelAttn):
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8, kernel_size: int = 7) -> None:
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        super().__init__(channels, reduction, min_hidden, pools=("avg", "max"))
+        super().__init__()
+        self.channel = ChannelAttn(channels, reduction, min_hidden, pools=("avg", "max"))
         self.spatial = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+        rename_on_load(self, {"fc1.": "channel.fc1.", "fc2.": "channel.fc2."})
 
     def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> Ms (B, 1, H, W)."""
@@ -43,5 +47,5 @@ class CBAM(ChannelAttn):
         return torch.sigmoid(self.spatial(desc))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.channel_map(x)
+        x = self.channel(x)
         return x * self.spatial_map(x)
