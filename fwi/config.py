@@ -323,22 +323,31 @@ def _renamed_flag(arg: str) -> str:
 
 
 def one_line_cli_error(text: str, prog: str) -> str:
-    """tyro's boxed error message as one line: what is wrong, and the suggested flag if it has one.
+    """tyro's boxed error message as one line: what is wrong (its first section, however it wrapped), and the
+    suggested flag if it has one.
 
     tyro draws the box with Unicode lines when stdout is UTF-8 and with ASCII dashes otherwise (a redirected or
-    non-UTF-8 console): both rules are dropped."""
-    lines = [re.sub(r"^[\s│╭╰─┃]+|[\s│╮╯─┃]+$", "", line) for line in text.splitlines()]
-    lines = [line for line in lines if line and not set(line) <= set("─━-")]
-    lines = [line for line in lines if not line.startswith("For full helptext") and "(default:" not in line]
-    if not lines:
+    non-UTF-8 console): rules separate its sections and are dropped."""
+    sections: list[list[str]] = [[]]
+    for raw in text.splitlines():
+        line = re.sub(r"^[\s│╭╰─┃]+|[\s│╮╯─┃]+$", "", raw)
+        if raw.strip() and set(raw.strip()) <= set("│─━-┃| "):  # a rule: the next section starts
+            sections.append([])
+        elif line:
+            sections[-1].append(line)
+    sections = [s for s in sections if s and not s[0].startswith("For full helptext")]
+    if not sections:
         return f"invalid command line (see {prog} --help)"
-    title, *body = lines
-    message = body[0] if body else title
+    # the box title, then the message however many lines it wrapped to (ASCII boxes put a rule under the title)
+    headers = ("Perhaps you meant:", "Argument helptext:")
+    if len(sections[0]) == 1 and len(sections) > 1 and sections[1][0] not in headers:
+        sections = [sections[0] + sections[1], *sections[2:]]
+    head = sections[0]
+    message = " ".join(head[1:]) if len(head) > 1 else head[0]
     hint = ""
-    if "Perhaps you meant:" in body:
-        after = body[body.index("Perhaps you meant:") + 1:]
-        hint = f"; did you mean {after[0].split()[0]}?" if after else ""
-    elif "Argument helptext:" in body:
-        after = body[body.index("Argument helptext:") + 1:]
-        hint = f" (expected {after[0]})" if after else ""
+    for section in sections[1:]:
+        if section[0] == "Perhaps you meant:" and len(section) > 1:
+            hint = f"; did you mean {section[1].split()[0]}?"
+        elif section[0] == "Argument helptext:" and len(section) > 1:
+            hint = f" (expected {section[1]})"
     return f"{message}{hint} (see {prog} --help)"

@@ -147,6 +147,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_only_good_checkpoints(d
     (["--attn", "nope", "--skip-attn"], "valid"),
     (["--attn", "ca"], "--skip-attn"),
     (["--bogus-flag", "1"], "bogus"),
+    (["--decoder", "nope"], "('unet', 'mix')"),  # tyro wraps this message over two lines: all of it is kept
 ])
 def test_bad_flags_are_rejected_with_the_choices(dataset, tmp_path, capsys, flags, message):
     assert main(tiny_args(dataset, tmp_path, *flags)) == 2
