@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["SALT_KINDS", "GeologyConfig", "generate_model", "generate_models"]
+__all__ = ["FIELD_SALT", "FIELD_SALT_SHIFTED", "SALT_KINDS", "GeologyConfig", "generate_model", "generate_models"]
 
 #: Salt body shapes the generator knows.
 SALT_KINDS = ("dome", "diapir", "lens", "sill")
@@ -188,6 +188,37 @@ class GeologyConfig:
     @classmethod
     def from_json(cls, text: str) -> "GeologyConfig":
         return cls.from_dict(json.loads(text))
+
+
+#: The SEG salt family (FCNVMB / DD-Net) at field scale, 2 km deep x 3 km wide (preset ``fieldsalt``; in metres
+#: below for that extent): 5-15 gently folded or dipping layers (100-400 m) whose velocity grows with depth from
+#: 1700-2300 m/s to 3400-4200 m/s, at most two small faults, a thin water layer (40-120 m) in a quarter of the
+#: models; one or two salt bodies of 4400-4600 m/s: domes (0.7-1.9 km wide, rising 300-850 m from an autochthonous
+#: layer at the bottom), diapirs (stems 200-450 m wide from the bottom, heads up to 1.4 km wide, half of them
+#: overhanging mushrooms) and detached lenses at mid depth (0.6-1.6 km long); no sills (kept for the shifted family).
+FIELD_SALT = GeologyConfig(
+    v_top=(1700.0, 2300.0), v_bottom=(3400.0, 4200.0), trend_exponent=(0.7, 1.3), n_layers=(5, 15),
+    layer_jitter=150.0, wedge=0.25, fold_amplitude=(0.0, 0.08), fold_wavelength=(0.5, 2.0), max_dip=0.1,
+    n_faults=(0, 2), fault_throw=(0.02, 0.06), unconformity_prob=0.2,
+    n_salt=(1, 2), salt_kinds=("dome", "diapir", "lens"), salt_kind_weights=(1.0, 1.0, 0.6), salt_roughness=0.01,
+    min_salt_fraction=0.04, max_salt_fraction=0.35,
+    water_prob=0.25, water_depth=(0.02, 0.06),
+)
+
+#: A family never used in training, to measure generalisation off the training distribution (preset
+#: ``fieldsalt-shifted``). Against `FIELD_SALT`: thinner and more numerous layers (12-25) with a stronger
+#: per-layer jitter (velocity inversions), a convex compaction trend, stronger folding and dips, 2-4 faults with
+#: up to twice the throw, unconformities in most models, more and more varied salt (2-4 bodies, sills and lenses
+#: weighted up, salt fraction 8-45 %), deeper water more often. Velocities stay within the training family's range
+#: (1500-4600 m/s), so the normalisation of a network trained on `FIELD_SALT` still covers them.
+FIELD_SALT_SHIFTED = GeologyConfig(
+    v_top=(1700.0, 2300.0), v_bottom=(3400.0, 4200.0), trend_exponent=(1.2, 1.8), n_layers=(12, 25),
+    layer_jitter=300.0, wedge=0.35, fold_amplitude=(0.06, 0.16), fold_wavelength=(0.3, 1.2), max_dip=0.18,
+    n_faults=(2, 4), fault_throw=(0.04, 0.12), reverse_fault_prob=0.4, unconformity_prob=0.7,
+    n_salt=(2, 4), salt_kind_weights=(0.6, 0.6, 1.0, 1.0), salt_roughness=0.016,
+    min_salt_fraction=0.08, max_salt_fraction=0.45,
+    water_prob=0.5, water_depth=(0.03, 0.12),
+)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
