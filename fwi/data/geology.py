@@ -41,7 +41,13 @@ velocity inversions) and a fraction of the trend inside each layer. Sediment vel
 salt velocity, so ``mask == (velocity >= v_salt[0])``.
 
 Everything is vectorised over pixels (Python loops run over layers, faults and salt bodies only) and a model is
-a pure function of its seed.
+a pure function of its seed. `generate_model` calls one function per step (``_draw_seabed``, ``_draw_structure``
+= folds, faults and ``_draw_unconformity``, ``_draw_salt``, ``_salt_within_fraction``, ``_stratigraphic_coordinate``,
+``_draw_layers``, ``_sediment_velocities``) in the order they draw from the random generator; that order is part of
+the models' definition (recorded datasets depend on it bit for bit: ``tests/data/test_geology_identity.py``).
+
+Named settings: the default `GeologyConfig` is salt70's; `FIELD_SALT` the SEG salt family at 2 km x 3 km (preset
+``fieldsalt``); `FIELD_SALT_SHIFTED` its test family, never trained on (``fieldsalt-shifted``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+from fwi.data.salt_bodies import body_drag, body_level_set, roughness_scale, sample_body
 
 __all__ = ["FIELD_SALT", "FIELD_SALT_SHIFTED", "SALT_KINDS", "GeologyConfig", "generate_model", "generate_models"]
 
@@ -193,7 +201,7 @@ class GeologyConfig:
 #: The SEG salt family (FCNVMB / DD-Net) at field scale, 2 km deep x 3 km wide (preset ``fieldsalt``; in metres
 #: below for that extent): 5-15 gently folded or dipping layers (100-400 m) whose velocity grows with depth from
 #: 1700-2300 m/s to 3400-4200 m/s, at most two small faults, a thin water layer (40-120 m) in a quarter of the
-#: models; one or two salt bodies of 4400-4600 m/s: domes (0.7-1.9 km wide, rising 300-850 m from an autochthonous
+#: models; one or two salt bodies of 4400-4600 m/s: domes (0.6-1.9 km wide, rising 300-850 m from an autochthonous
 #: layer at the bottom), diapirs (stems 200-450 m wide from the bottom, heads up to 1.4 km wide, half of them
 #: overhanging mushrooms) and detached lenses at mid depth (0.6-1.6 km long); no sills (kept for the shifted family).
 FIELD_SALT = GeologyConfig(
@@ -201,8 +209,7 @@ FIELD_SALT = GeologyConfig(
     layer_jitter=150.0, wedge=0.25, fold_amplitude=(0.0, 0.08), fold_wavelength=(0.5, 2.0), max_dip=0.1,
     n_faults=(0, 2), fault_throw=(0.02, 0.06), unconformity_prob=0.2,
     n_salt=(1, 2), salt_kinds=("dome", "diapir", "lens"), salt_kind_weights=(1.0, 1.0, 0.6), salt_roughness=0.01,
-    min_salt_fraction=0.04, max_salt_fraction=0.35,
-    water_prob=0.25, water_depth=(0.02, 0.06),
+    min_salt_fraction=0.04, max_salt_fraction=0.35, water_prob=0.25, water_depth=(0.02, 0.06),
 )
 
 #: A family never used in training, to measure generalisation off the training distribution (preset
@@ -216,8 +223,7 @@ FIELD_SALT_SHIFTED = GeologyConfig(
     layer_jitter=300.0, wedge=0.35, fold_amplitude=(0.06, 0.16), fold_wavelength=(0.3, 1.2), max_dip=0.18,
     n_faults=(2, 4), fault_throw=(0.04, 0.12), reverse_fault_prob=0.4, unconformity_prob=0.7,
     n_salt=(2, 4), salt_kind_weights=(0.6, 0.6, 1.0, 1.0), salt_roughness=0.016,
-    min_salt_fraction=0.08, max_salt_fraction=0.45,
-    water_prob=0.5, water_depth=(0.03, 0.12),
+    min_salt_fraction=0.08, max_salt_fraction=0.45, water_prob=0.5, water_depth=(0.03, 0.12),
 )
 
 
@@ -287,117 +293,13 @@ def _unfault(faults: list[dict[str, float]], Z: np.ndarray, X: np.ndarray) -> tu
     return Z, X
 
 
-# ---------------------------------------------------------------------------------------------------- salt bodies
-
-
-def _sample_body(rng: np.random.Generator, kind: str, xc: float, cfg: GeologyConfig, nz: int) -> dict[str, Any]:
-    """Parameters of one salt body centred near ``xc``."""
-    b: dict[str, Any] = dict(kind=kind, xc=xc, v=rng.uniform(*cfg.v_salt), drag=rng.uniform(*cfg.drag))
-    min_half = 1.2 / nz  # keep thin bodies at least ~2 cells thick
-    if kind == "diapir":
-        r_s = rng.uniform(0.035, 0.075)
-        mushroom = rng.random() < 0.5
-        head_ratio = rng.uniform(1.8, 3.2) if mushroom else rng.uniform(1.0, 1.6)
-        r_h = r_s * head_ratio
-        b.update(
-            r_s=r_s,
-            r_base=r_s * rng.uniform(1.1, 2.0),
-            r_h=r_h,
-            hh=max(r_h * rng.uniform(0.35, 0.6), 0.04) if mushroom else rng.uniform(0.06, 0.15),
-            z_top=rng.uniform(0.12, 0.4),
-            tilt=rng.uniform(-0.15, 0.15),
-            droop=rng.uniform(0.02, 0.08) if mushroom else 0.0,
-            drape_width=rng.uniform(0.04, 0.1),
-        )
-    elif kind == "dome":
-        w = rng.uniform(0.12, 0.32)
-        b.update(
-            w_left=w * rng.uniform(0.7, 1.3), w_right=w * rng.uniform(0.7, 1.3),
-            h=rng.uniform(0.15, 0.42),
-            t0=rng.uniform(max(0.02, min_half), 0.07) if rng.random() < 0.6 else 0.0,
-            p=rng.uniform(0.35, 1.1),  # < 1: flat crest and steep flanks
-        )
-    elif kind == "lens":
-        a = rng.uniform(0.1, 0.26)
-        half = max(a / rng.uniform(2.0, 4.5), 1.5 * min_half)
-        b.update(
-            zc=rng.uniform(0.3, 0.62), a=a,
-            b_top=half * rng.uniform(1.0, 1.5), b_bot=half * rng.uniform(0.45, 0.9),
-            angle=math.radians(rng.uniform(-12.0, 12.0)),
-        )
-    elif kind == "sill":
-        a = rng.uniform(0.2, 0.42)
-        b.update(zc=rng.uniform(0.3, 0.7), a=a, b=max(a / rng.uniform(6.0, 12.0), min_half))
-    else:  # pragma: no cover - validated in the config
-        raise ValueError(kind)
-    return b
-
-
-def _body_level_set(b: dict[str, Any], Z: np.ndarray, X: np.ndarray, fold: Callable) -> np.ndarray:
-    """Level set of a body: negative inside, roughly the distance to the outline in grid fractions."""
-    kind = b["kind"]
-    if kind == "diapir":
-        zn = b["z_top"] + b["hh"]  # centre of the head = top of the stem
-        axis = b["xc"] + b["tilt"] * (1.0 - Z) / (1.0 - b["z_top"])
-        t = np.clip((Z - zn) / (1.0 - zn), 0.0, 1.0)
-        radius = b["r_s"] + (b["r_base"] - b["r_s"]) * t**2
-        stem = np.maximum(np.abs(X - axis) - radius, zn - Z)
-        x_head = b["xc"] + b["tilt"] * (1.0 - zn) / (1.0 - b["z_top"])
-        u = (X - x_head) / b["r_h"]
-        # a mushroom's rim droops: the head's lower half sags with distance from the axis
-        dz = Z - zn - b["droop"] * np.clip(np.abs(u), 0.0, 1.5) ** 2
-        head = (np.sqrt(u**2 + (dz / b["hh"]) ** 2) - 1.0) * min(b["r_h"], b["hh"])
-        return np.minimum(stem, head)
-    if kind == "dome":
-        width = np.where(X < b["xc"], b["w_left"], b["w_right"])
-        u = (X - b["xc"]) / width
-        top = 1.0 - b["t0"] - b["h"] * np.clip(1.0 - u**2, 0.0, None) ** b["p"]
-        return top - Z
-    if kind == "lens":
-        dx, dz = X - b["xc"], Z - b["zc"]
-        c, s = math.cos(b["angle"]), math.sin(b["angle"])
-        xr, zr = c * dx + s * dz, -s * dx + c * dz
-        bz = np.where(zr < 0.0, b["b_top"], b["b_bot"])
-        return (np.sqrt((xr / b["a"]) ** 2 + (zr / bz) ** 2) - 1.0) * np.minimum(b["a"], bz)
-    # sill: a tabular superellipse whose mid-line follows the folded bedding
-    mid = b["zc"] + fold(X, b["zc"]) - fold(b["xc"], b["zc"])
-    r = np.sqrt(((X - b["xc"]) / b["a"]) ** 4 + ((Z - mid) / b["b"]) ** 2)
-    return (r - 1.0) * b["b"]
-
-
-def _body_drag(b: dict[str, Any], Z: np.ndarray, X: np.ndarray) -> np.ndarray | None:
-    """Upward shift of the stratigraphic coordinate near a body (positive = layers pulled up), or None."""
-    if b["kind"] == "diapir":
-        zn = b["z_top"] + b["hh"]
-        axis = b["xc"] + b["tilt"] * (1.0 - Z) / (1.0 - b["z_top"])
-        t = np.clip((Z - zn) / (1.0 - zn), 0.0, 1.0)
-        radius = np.where(Z < zn, b["r_h"], b["r_s"] + (b["r_base"] - b["r_s"]) * t**2)
-        gap = np.clip(np.abs(X - axis) - radius, 0.0, None)
-        above = np.clip(b["z_top"] - Z, 0.0, None)
-        return b["drag"] * np.exp(-((gap / b["drape_width"]) ** 2)) * np.exp(-((above / 0.2) ** 2))
-    if b["kind"] == "dome":
-        width = np.where(X < b["xc"], b["w_left"], b["w_right"]) * 1.4
-        crest = 1.0 - b["t0"] - b["h"]
-        above = np.clip(crest - Z, 0.0, None)
-        return b["drag"] * np.exp(-(((X - b["xc"]) / width) ** 2)) * np.exp(-above / 0.4)
-    return None
-
-
-def _roughness_scale(b: dict[str, Any]) -> float:
-    """Outline perturbation relative to ``salt_roughness``: smaller for thin bodies, which it would cut apart."""
-    thickness = {"diapir": lambda: min(b["r_s"], b["hh"]), "dome": lambda: 0.08, "sill": lambda: b["b"],
-                 "lens": lambda: b["b_bot"]}[b["kind"]]()
-    return min(1.0, thickness / 0.07)
-
-
 def _kth_smallest(values: np.ndarray, k: int) -> float:
     k = min(max(k, 0), values.size - 1)
     return float(np.partition(values, k)[k])
 
 
 # ---------------------------------------------------------------------------------------------------- steps
-# One function per step of the construction (module docstring), in the order the steps draw from ``rng``: the draw
-# order is part of the model's definition (recorded datasets depend on it), so it must not change.
+# One function per step of the construction (module docstring); their order of draws from ``rng`` must not change.
 
 
 @dataclass
@@ -468,10 +370,11 @@ def _draw_salt(rng: np.random.Generator, cfg: GeologyConfig, Z: np.ndarray, X: n
         # spread the bodies over the width: one per slot, jittered inside it
         slots = (np.arange(n_bodies) + rng.uniform(0.15, 0.85, n_bodies)) / n_bodies
         centres = 0.1 + 0.8 * rng.permutation(slots)
-        bodies = [_sample_body(rng, str(rng.choice(kinds, p=weights)), float(c), cfg, nz) for c in centres]
+        bodies = [sample_body(rng, str(rng.choice(kinds, p=weights)), float(c), cfg.v_salt, cfg.drag, nz)
+                  for c in centres]
         noise = _smooth_field(rng, Z, X)
-        phis = np.stack([_body_level_set(b, Z, X, fold) for b in bodies])
-        scale = cfg.salt_roughness * np.array([_roughness_scale(b) for b in bodies])
+        phis = np.stack([body_level_set(b, Z, X, fold) for b in bodies])
+        scale = cfg.salt_roughness * np.array([roughness_scale(b) for b in bodies])
         phis = phis + scale[:, None, None] * noise
         phi = np.where(allowed, phis.min(axis=0), np.inf)
         n_salt_pix = int(np.count_nonzero(phi < 0.0))
@@ -498,7 +401,7 @@ def _stratigraphic_coordinate(structure: _Structure, bodies: list[dict[str, Any]
     """Steps 2-5 applied: the (nz, nx) depth of deposition ``s``, unfaulted, unfolded and dragged up by the salt."""
     drag = np.zeros(Z.shape)
     for b in bodies:
-        shift = _body_drag(b, Z, X)
+        shift = body_drag(b, Z, X)
         if shift is not None:
             drag += shift
     Zf, Xf = _unfault(structure.faults, Z, X)
