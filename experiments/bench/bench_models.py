@@ -74,10 +74,10 @@ class Runner:
     """A model with its optimizer and fixed batch; ``step()`` returns the wall time of one training step."""
 
     def __init__(self, cfg: ModelConfig, batch: int, device: torch.device, data_shape: tuple[int, int, int],
-                 channels_last: bool = True, seed: int = 0):
+                 channels_last: bool = True, seed: int = 0, grid: tuple[int, int] = GRID):
         torch.manual_seed(seed)
         self.cfg, self.label, self.device = cfg, describe(cfg) + ("" if channels_last else " (NCHW)"), device
-        self.model = build_model(cfg, data_shape, GRID)
+        self.model = build_model(cfg, data_shape, grid)
         self.params = count_params(self.model)
         self.flops = count_flops(self.model, torch.zeros(1, *data_shape))
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -85,8 +85,8 @@ class Runner:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(batch, *data_shape, generator=g).to(device).contiguous(memory_format=fmt)
-        self.vel = (torch.rand(batch, 1, *GRID, generator=g) * 2 - 1).to(device)
-        self.mask = (torch.rand(batch, 1, *GRID, generator=g) > 0.7).float().to(device)
+        self.vel = (torch.rand(batch, 1, *grid, generator=g) * 2 - 1).to(device)
+        self.mask = (torch.rand(batch, 1, *grid, generator=g) > 0.7).float().to(device)
         self.times: list[float] = []
 
     def _sync(self) -> None:
@@ -105,6 +105,31 @@ class Runner:
         return time.perf_counter() - t0
 
 
+def interleave(runners: list[Runner], repeats: int, warmup: int) -> dict[int, list[float]]:
+    """Time ``runners`` (the reference first) in interleaved rounds, each step paired with a reference step just
+    before it, rotating the start; fills each runner's ``times`` and returns runner index -> per-pair ratios."""
+    n = len(runners)
+    for _ in range(warmup):
+        for r in runners:
+            r.step()
+    plain = runners[0]
+    ratios: dict[int, list[float]] = {i: [] for i in range(n)}
+    for rep in range(repeats):
+        for k in range(n):
+            i = (rep + k) % n  # rotate the starting variant each round
+            if i == 0:
+                plain.times.append(plain.step())
+                ratios[0].append(1.0)
+                continue
+            t_plain = plain.step()
+            t = runners[i].step()
+            plain.times.append(t_plain)
+            runners[i].times.append(t)
+            ratios[i].append(t / t_plain)
+        print(f"round {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
+    return ratios
+
+
 def run(args: argparse.Namespace) -> tuple[list[dict], str]:
     device = pick_device(args.device)
     base = ModelConfig(depth=4, base_channels=args.base)
@@ -117,25 +142,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
     runners = [Runner(cfg, args.batch, device, shape, channels_last=nhwc) for cfg in cfgs]
     if nhwc:
         runners.insert(1, Runner(cfgs[0], args.batch, device, shape, channels_last=False))
-    n = len(runners)
-    for _ in range(args.warmup):
-        for r in runners:
-            r.step()
+    ratios = interleave(runners, args.repeats, args.warmup)
     plain = runners[0]
-    ratios: dict[int, list[float]] = {i: [] for i in range(n)}
-    for rep in range(args.repeats):
-        for k in range(n):
-            i = (rep + k) % n  # rotate the starting variant each round
-            if i == 0:
-                plain.times.append(plain.step())
-                ratios[0].append(1.0)
-                continue
-            t_plain = plain.step()
-            t = runners[i].step()
-            plain.times.append(t_plain)
-            runners[i].times.append(t)
-            ratios[i].append(t / t_plain)
-        print(f"round {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     rows = []
     for i, r in enumerate(runners):
         ratio = statistics.median(ratios[i])
@@ -143,7 +151,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
         rows.append({"variant": r.label, "params": r.params, "gflops": r.flops / 1e9,
                      "ms": 1e3 * statistics.median(r.times), "min": 1e3 * min(r.times), "ratio": ratio,
                      "ratio_min": min(r.times) / min(plain.times),
-                     "target": "" if target is None else (f"<= {target:.2f} " + ("ok" if ratio <= target else "MISSED"))})
+                     "target": "" if target is None
+                     else (f"<= {target:.2f} " + ("ok" if ratio <= target else "MISSED"))})
     return rows, device.type
 
 

@@ -73,7 +73,7 @@ def build(config: str, batch_size: int, device: torch.device, physics: bool):
     return model, opt, loss_fn, batch, raw, survey, norm
 
 
-def _peak_rss_kib() -> int:
+def peak_rss_kib() -> int:
     """High-water mark of this process's resident memory (KiB). ru_maxrss would do, but Linux carries it over from
     the parent across fork + exec, so the child resets and reads VmHWM instead where /proc allows it."""
     try:
@@ -93,9 +93,9 @@ def _memory_child(config, batch_size, physics, queue):
     except OSError:
         pass
     model, opt, loss_fn, batch, *_ = build(config, batch_size, torch.device("cpu"), physics)
-    before = _peak_rss_kib()
+    before = peak_rss_kib()
     train_step(model, opt, loss_fn, batch)
-    queue.put((before, _peak_rss_kib()))
+    queue.put((before, peak_rss_kib()))
 
 
 def peak_memory_cpu(config, batch_size, physics) -> int:

@@ -41,7 +41,13 @@ velocity inversions) and a fraction of the trend inside each layer. Sediment vel
 salt velocity, so ``mask == (velocity >= v_salt[0])``.
 
 Everything is vectorised over pixels (Python loops run over layers, faults and salt bodies only) and a model is
-a pure function of its seed.
+a pure function of its seed. `generate_model` calls one function per step (``_draw_seabed``, ``_draw_structure``
+= folds, faults and ``_draw_unconformity``, ``_draw_salt``, ``_salt_within_fraction``, ``_stratigraphic_coordinate``,
+``_draw_layers``, ``_sediment_velocities``) in the order they draw from the random generator; that order is part of
+the models' definition (recorded datasets depend on it bit for bit: ``tests/data/test_geology_identity.py``).
+
+Named settings: the default `GeologyConfig` is salt70's; `FIELD_SALT` the SEG salt family at 2 km x 3 km (preset
+``fieldsalt``); `FIELD_SALT_SHIFTED` its test family, never trained on (``fieldsalt-shifted``).
 """
 
 from __future__ import annotations
@@ -54,13 +60,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["SALT_KINDS", "GeologyConfig", "generate_model", "generate_models"]
+from fwi.data.salt_bodies import body_drag, body_level_set, roughness_scale, sample_body
+
+__all__ = ["FIELD_SALT", "FIELD_SALT_SHIFTED", "SALT_KINDS", "GeologyConfig", "generate_model", "generate_models"]
 
 #: Salt body shapes the generator knows.
 SALT_KINDS = ("dome", "diapir", "lens", "sill")
 
 #: Lowest sediment velocity after the per-layer perturbation (m/s).
-_V_SEDIMENT_MIN = 1520.0  # above water (1500 m/s) and keeps >= 5 points per wavelength on the OpenFWI grid (15 Hz, 10 m)
+#: Above water (1500 m/s); keeps >= 5 points per wavelength on the OpenFWI grid (15 Hz, 10 m).
+_V_SEDIMENT_MIN = 1520.0
 #: Sediments stay at least this much below the slowest salt (m/s), so salt is identifiable by its velocity.
 _SALT_GAP = 100.0
 #: Salt starts at least this far (grid fraction) below the seabed.
@@ -129,7 +138,8 @@ class GeologyConfig:
                 raise ValueError(f"GeologyConfig.{f.name} must be finite numbers, got {value!r}")
             if isinstance(value, tuple):
                 if len(value) != 2 or value[0] > value[1]:
-                    raise ValueError(f"GeologyConfig.{f.name} must be a (low, high) range with low <= high, got {value}")
+                    raise ValueError(f"GeologyConfig.{f.name} must be a (low, high) range with low <= high, "
+                                     f"got {value}")
                 if min(value) < 0:
                     raise ValueError(f"GeologyConfig.{f.name} must be non-negative, got {value}")
             elif value < 0:
@@ -186,6 +196,35 @@ class GeologyConfig:
     @classmethod
     def from_json(cls, text: str) -> "GeologyConfig":
         return cls.from_dict(json.loads(text))
+
+
+#: The SEG salt family (FCNVMB / DD-Net) at field scale, 2 km deep x 3 km wide (preset ``fieldsalt``; in metres
+#: below for that extent): 5-15 gently folded or dipping layers (100-400 m) whose velocity grows with depth from
+#: 1700-2300 m/s to 3400-4200 m/s, at most two small faults, a thin water layer (40-120 m) in a quarter of the
+#: models; one or two salt bodies of 4400-4600 m/s: domes (0.6-1.9 km wide, rising 300-850 m from an autochthonous
+#: layer at the bottom), diapirs (stems 200-450 m wide from the bottom, heads up to 1.4 km wide, half of them
+#: overhanging mushrooms) and detached lenses at mid depth (0.6-1.6 km long); no sills (kept for the shifted family).
+FIELD_SALT = GeologyConfig(
+    v_top=(1700.0, 2300.0), v_bottom=(3400.0, 4200.0), trend_exponent=(0.7, 1.3), n_layers=(5, 15),
+    layer_jitter=150.0, wedge=0.25, fold_amplitude=(0.0, 0.08), fold_wavelength=(0.5, 2.0), max_dip=0.1,
+    n_faults=(0, 2), fault_throw=(0.02, 0.06), unconformity_prob=0.2,
+    n_salt=(1, 2), salt_kinds=("dome", "diapir", "lens"), salt_kind_weights=(1.0, 1.0, 0.6), salt_roughness=0.01,
+    min_salt_fraction=0.04, max_salt_fraction=0.35, water_prob=0.25, water_depth=(0.02, 0.06),
+)
+
+#: A family never used in training, to measure generalisation off the training distribution (preset
+#: ``fieldsalt-shifted``). Against `FIELD_SALT`: thinner and more numerous layers (12-25) with a stronger
+#: per-layer jitter (velocity inversions), a convex compaction trend, stronger folding and dips, 2-4 faults with
+#: up to twice the throw, unconformities in most models, more and more varied salt (2-4 bodies, sills and lenses
+#: weighted up, salt fraction 8-45 %), deeper water more often. Velocities stay within the training family's range
+#: (1500-4600 m/s), so the normalisation of a network trained on `FIELD_SALT` still covers them.
+FIELD_SALT_SHIFTED = GeologyConfig(
+    v_top=(1700.0, 2300.0), v_bottom=(3400.0, 4200.0), trend_exponent=(1.2, 1.8), n_layers=(12, 25),
+    layer_jitter=300.0, wedge=0.35, fold_amplitude=(0.06, 0.16), fold_wavelength=(0.3, 1.2), max_dip=0.18,
+    n_faults=(2, 4), fault_throw=(0.04, 0.12), reverse_fault_prob=0.4, unconformity_prob=0.7,
+    n_salt=(2, 4), salt_kind_weights=(0.6, 0.6, 1.0, 1.0), salt_roughness=0.016,
+    min_salt_fraction=0.08, max_salt_fraction=0.45, water_prob=0.5, water_depth=(0.03, 0.12),
+)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -254,112 +293,167 @@ def _unfault(faults: list[dict[str, float]], Z: np.ndarray, X: np.ndarray) -> tu
     return Z, X
 
 
-# ---------------------------------------------------------------------------------------------------- salt bodies
-
-
-def _sample_body(rng: np.random.Generator, kind: str, xc: float, cfg: GeologyConfig, nz: int) -> dict[str, Any]:
-    """Parameters of one salt body centred near ``xc``."""
-    b: dict[str, Any] = dict(kind=kind, xc=xc, v=rng.uniform(*cfg.v_salt), drag=rng.uniform(*cfg.drag))
-    min_half = 1.2 / nz  # keep thin bodies at least ~2 cells thick
-    if kind == "diapir":
-        r_s = rng.uniform(0.035, 0.075)
-        mushroom = rng.random() < 0.5
-        head_ratio = rng.uniform(1.8, 3.2) if mushroom else rng.uniform(1.0, 1.6)
-        r_h = r_s * head_ratio
-        b.update(
-            r_s=r_s,
-            r_base=r_s * rng.uniform(1.1, 2.0),
-            r_h=r_h,
-            hh=max(r_h * rng.uniform(0.35, 0.6), 0.04) if mushroom else rng.uniform(0.06, 0.15),
-            z_top=rng.uniform(0.12, 0.4),
-            tilt=rng.uniform(-0.15, 0.15),
-            droop=rng.uniform(0.02, 0.08) if mushroom else 0.0,
-            drape_width=rng.uniform(0.04, 0.1),
-        )
-    elif kind == "dome":
-        w = rng.uniform(0.12, 0.32)
-        b.update(
-            w_left=w * rng.uniform(0.7, 1.3), w_right=w * rng.uniform(0.7, 1.3),
-            h=rng.uniform(0.15, 0.42),
-            t0=rng.uniform(max(0.02, min_half), 0.07) if rng.random() < 0.6 else 0.0,
-            p=rng.uniform(0.35, 1.1),  # < 1: flat crest and steep flanks
-        )
-    elif kind == "lens":
-        a = rng.uniform(0.1, 0.26)
-        half = max(a / rng.uniform(2.0, 4.5), 1.5 * min_half)
-        b.update(
-            zc=rng.uniform(0.3, 0.62), a=a,
-            b_top=half * rng.uniform(1.0, 1.5), b_bot=half * rng.uniform(0.45, 0.9),
-            angle=math.radians(rng.uniform(-12.0, 12.0)),
-        )
-    elif kind == "sill":
-        a = rng.uniform(0.2, 0.42)
-        b.update(zc=rng.uniform(0.3, 0.7), a=a, b=max(a / rng.uniform(6.0, 12.0), min_half))
-    else:  # pragma: no cover - validated in the config
-        raise ValueError(kind)
-    return b
-
-
-def _body_level_set(b: dict[str, Any], Z: np.ndarray, X: np.ndarray, fold: Callable) -> np.ndarray:
-    """Level set of a body: negative inside, roughly the distance to the outline in grid fractions."""
-    kind = b["kind"]
-    if kind == "diapir":
-        zn = b["z_top"] + b["hh"]  # centre of the head = top of the stem
-        axis = b["xc"] + b["tilt"] * (1.0 - Z) / (1.0 - b["z_top"])
-        t = np.clip((Z - zn) / (1.0 - zn), 0.0, 1.0)
-        radius = b["r_s"] + (b["r_base"] - b["r_s"]) * t**2
-        stem = np.maximum(np.abs(X - axis) - radius, zn - Z)
-        x_head = b["xc"] + b["tilt"] * (1.0 - zn) / (1.0 - b["z_top"])
-        u = (X - x_head) / b["r_h"]
-        # a mushroom's rim droops: the head's lower half sags with distance from the axis
-        dz = Z - zn - b["droop"] * np.clip(np.abs(u), 0.0, 1.5) ** 2
-        head = (np.sqrt(u**2 + (dz / b["hh"]) ** 2) - 1.0) * min(b["r_h"], b["hh"])
-        return np.minimum(stem, head)
-    if kind == "dome":
-        width = np.where(X < b["xc"], b["w_left"], b["w_right"])
-        u = (X - b["xc"]) / width
-        top = 1.0 - b["t0"] - b["h"] * np.clip(1.0 - u**2, 0.0, None) ** b["p"]
-        return top - Z
-    if kind == "lens":
-        dx, dz = X - b["xc"], Z - b["zc"]
-        c, s = math.cos(b["angle"]), math.sin(b["angle"])
-        xr, zr = c * dx + s * dz, -s * dx + c * dz
-        bz = np.where(zr < 0.0, b["b_top"], b["b_bot"])
-        return (np.sqrt((xr / b["a"]) ** 2 + (zr / bz) ** 2) - 1.0) * np.minimum(b["a"], bz)
-    # sill: a tabular superellipse whose mid-line follows the folded bedding
-    mid = b["zc"] + fold(X, b["zc"]) - fold(b["xc"], b["zc"])
-    r = np.sqrt(((X - b["xc"]) / b["a"]) ** 4 + ((Z - mid) / b["b"]) ** 2)
-    return (r - 1.0) * b["b"]
-
-
-def _body_drag(b: dict[str, Any], Z: np.ndarray, X: np.ndarray) -> np.ndarray | None:
-    """Upward shift of the stratigraphic coordinate near a body (positive = layers pulled up), or None."""
-    if b["kind"] == "diapir":
-        zn = b["z_top"] + b["hh"]
-        axis = b["xc"] + b["tilt"] * (1.0 - Z) / (1.0 - b["z_top"])
-        t = np.clip((Z - zn) / (1.0 - zn), 0.0, 1.0)
-        radius = np.where(Z < zn, b["r_h"], b["r_s"] + (b["r_base"] - b["r_s"]) * t**2)
-        gap = np.clip(np.abs(X - axis) - radius, 0.0, None)
-        above = np.clip(b["z_top"] - Z, 0.0, None)
-        return b["drag"] * np.exp(-((gap / b["drape_width"]) ** 2)) * np.exp(-((above / 0.2) ** 2))
-    if b["kind"] == "dome":
-        width = np.where(X < b["xc"], b["w_left"], b["w_right"]) * 1.4
-        crest = 1.0 - b["t0"] - b["h"]
-        above = np.clip(crest - Z, 0.0, None)
-        return b["drag"] * np.exp(-(((X - b["xc"]) / width) ** 2)) * np.exp(-above / 0.4)
-    return None
-
-
-def _roughness_scale(b: dict[str, Any]) -> float:
-    """Outline perturbation relative to ``salt_roughness``: smaller for thin bodies, which it would cut apart."""
-    thickness = {"diapir": lambda: min(b["r_s"], b["hh"]), "dome": lambda: 0.08, "sill": lambda: b["b"],
-                 "lens": lambda: b["b_bot"]}[b["kind"]]()
-    return min(1.0, thickness / 0.07)
-
-
 def _kth_smallest(values: np.ndarray, k: int) -> float:
     k = min(max(k, 0), values.size - 1)
     return float(np.partition(values, k)[k])
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+# One function per step of the construction (module docstring); their order of draws from ``rng`` must not change.
+
+
+@dataclass
+class _Structure:
+    """The deformation of the sediments (steps 3-5)."""
+
+    fold_lower: Callable  #: folding of the lower (or only) sequence, d(x, z)
+    faults: list[dict[str, float]]
+    fold_upper: Callable | None  #: folding of the sequence above the unconformity (None: no unconformity)
+    upper: np.ndarray | None  #: (nz, nx) bool, above the unconformity (None: no unconformity)
+
+
+@dataclass
+class _SaltDraw:
+    """The salt bodies of step 6 and their level sets (negative inside)."""
+
+    bodies: list[dict[str, Any]]
+    phis: np.ndarray  #: (n_bodies, nz, nx) level set of each body, roughened
+    phi: np.ndarray  #: (nz, nx) level set of their union, +inf where salt is not allowed (water, near the seabed)
+
+
+def _draw_seabed(rng: np.random.Generator, cfg: GeologyConfig, x_row: np.ndarray, nz: int) -> np.ndarray:
+    """Step 1: the seabed depth (nx,) in grid fractions; zeros without a water layer."""
+    if not rng.random() < cfg.water_prob:
+        return np.zeros(x_row.shape)
+    d0 = rng.uniform(*cfg.water_depth)
+    slope = rng.uniform(-0.5, 0.5) * d0
+    wiggle = rng.uniform(0.0, 0.15) * d0
+    lam, ph = rng.uniform(0.3, 1.5), rng.uniform(0.0, 2.0 * np.pi)
+    seabed_row = d0 + slope * (x_row - 0.5) + wiggle * np.sin(2.0 * np.pi * x_row / lam + ph)
+    return np.clip(seabed_row, max(1.0 / nz, 0.5 * cfg.water_depth[0]), 0.8)
+
+
+def _draw_unconformity(rng: np.random.Generator, cfg: GeologyConfig, Z: np.ndarray, x_row: np.ndarray,
+                       seabed_row: np.ndarray) -> tuple[Callable | None, np.ndarray | None]:
+    """Step 5: with probability ``unconformity_prob``, the gentle folding of the upper sequence and the (nz, nx)
+    mask above the erosional surface; ``(None, None)`` otherwise."""
+    if not rng.random() < cfg.unconformity_prob:
+        return None, None
+    fold_upper = _fold_function(rng, cfg, 0.25)
+    zu0 = max(rng.uniform(*cfg.unconformity_depth), float(seabed_row.max()) + 0.05)
+    zu_row = zu0 + rng.uniform(-0.04, 0.04) * (x_row - 0.5) \
+        + rng.uniform(0.0, 0.015) * np.sin(2.0 * np.pi * x_row / rng.uniform(0.2, 0.6) + rng.uniform(0, 6.3))
+    return fold_upper, Z < zu_row[None, :]
+
+
+def _draw_structure(rng: np.random.Generator, cfg: GeologyConfig, Z: np.ndarray, x_row: np.ndarray,
+                    seabed_row: np.ndarray) -> _Structure:
+    """Steps 3-5: folds, faults, unconformity."""
+    fold_lower = _fold_function(rng, cfg, 1.0)
+    faults = _sample_faults(rng, cfg)
+    fold_upper, upper = _draw_unconformity(rng, cfg, Z, x_row, seabed_row)
+    return _Structure(fold_lower, faults, fold_upper, upper)
+
+
+def _draw_salt(rng: np.random.Generator, cfg: GeologyConfig, Z: np.ndarray, X: np.ndarray, allowed: np.ndarray,
+               fold: Callable) -> _SaltDraw:
+    """Step 6: salt bodies spread over the width, redrawn up to ``max_salt_tries`` times until their union covers
+    a fraction of the grid within the configured bounds (the last draw is kept either way)."""
+    kinds = np.array(cfg.salt_kinds)
+    weights = None
+    if cfg.salt_kind_weights is not None:
+        weights = np.asarray(cfg.salt_kind_weights) / sum(cfg.salt_kind_weights)
+    nz = Z.shape[0]
+    n_pix = Z.size
+    for _ in range(cfg.max_salt_tries):
+        n_bodies = int(rng.integers(cfg.n_salt[0], cfg.n_salt[1] + 1))
+        # spread the bodies over the width: one per slot, jittered inside it
+        slots = (np.arange(n_bodies) + rng.uniform(0.15, 0.85, n_bodies)) / n_bodies
+        centres = 0.1 + 0.8 * rng.permutation(slots)
+        bodies = [sample_body(rng, str(rng.choice(kinds, p=weights)), float(c), cfg.v_salt, cfg.drag, nz)
+                  for c in centres]
+        noise = _smooth_field(rng, Z, X)
+        phis = np.stack([body_level_set(b, Z, X, fold) for b in bodies])
+        scale = cfg.salt_roughness * np.array([roughness_scale(b) for b in bodies])
+        phis = phis + scale[:, None, None] * noise
+        phi = np.where(allowed, phis.min(axis=0), np.inf)
+        n_salt_pix = int(np.count_nonzero(phi < 0.0))
+        if cfg.min_salt_fraction * n_pix <= n_salt_pix <= cfg.max_salt_fraction * n_pix:
+            break
+    return _SaltDraw(bodies, phis, phi)
+
+
+def _salt_within_fraction(cfg: GeologyConfig, phi: np.ndarray) -> np.ndarray:
+    """Step 7: the (nz, nx) bool salt mask, the union level set ``phi`` thresholded at 0, or dilated/eroded (a
+    shifted threshold) to the nearest bound of ``[min_salt_fraction, max_salt_fraction]``."""
+    n_pix = phi.size
+    n_salt_pix = int(np.count_nonzero(phi < 0.0))
+    threshold = 0.0
+    if n_salt_pix < cfg.min_salt_fraction * n_pix:  # dilate
+        threshold = np.nextafter(_kth_smallest(phi.ravel(), math.ceil(cfg.min_salt_fraction * n_pix) - 1), np.inf)
+    elif n_salt_pix > cfg.max_salt_fraction * n_pix:  # erode
+        threshold = _kth_smallest(phi.ravel(), math.floor(cfg.max_salt_fraction * n_pix))
+    return phi < threshold
+
+
+def _stratigraphic_coordinate(structure: _Structure, bodies: list[dict[str, Any]], Z: np.ndarray,
+                              X: np.ndarray) -> np.ndarray:
+    """Steps 2-5 applied: the (nz, nx) depth of deposition ``s``, unfaulted, unfolded and dragged up by the salt."""
+    drag = np.zeros(Z.shape)
+    for b in bodies:
+        shift = body_drag(b, Z, X)
+        if shift is not None:
+            drag += shift
+    Zf, Xf = _unfault(structure.faults, Z, X)
+    s = Zf - structure.fold_lower(Xf, Zf) + drag
+    if structure.upper is not None:
+        s = np.where(structure.upper, Z - structure.fold_upper(X, Z) + 0.5 * drag, s)
+    return s
+
+
+def _draw_layers(rng: np.random.Generator, cfg: GeologyConfig, s: np.ndarray, sediment: np.ndarray,
+                 upper: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Step 2: cut ``s`` into layers of random thickness. Returns the (nz, nx) int64 layer index (-1 in the water)
+    and the number of layer ids. With an unconformity the layers are split between the two sequences in proportion
+    to their areas."""
+    n_total = int(rng.integers(cfg.n_layers[0], cfg.n_layers[1] + 1))
+    if upper is not None:
+        n_upper = int(np.clip(round(n_total * upper[sediment].mean()), 1, max(n_total - 1, 1)))
+        sequences = [(upper & sediment, n_upper), (~upper & sediment, max(n_total - n_upper, 1))]
+    else:
+        sequences = [(sediment, n_total)]
+    layer = np.full(s.shape, -1, dtype=np.int64)
+    offset = 0
+    for region, n_seq in sequences:
+        if not region.any():
+            continue
+        lo, hi = float(s[region].min()), float(s[region].max())
+        thickness = rng.uniform(0.35, 1.65, n_seq)
+        bounds = lo + (hi - lo) * np.cumsum(thickness)[:-1] / thickness.sum()
+        layer[region] = offset + np.searchsorted(bounds, s[region])
+        offset += n_seq
+    return layer, max(offset, 1)
+
+
+def _sediment_velocities(rng: np.random.Generator, cfg: GeologyConfig, layer: np.ndarray, n_layer_ids: int,
+                         sediment: np.ndarray, Z: np.ndarray, seabed: np.ndarray) -> np.ndarray:
+    """(nz, nx) float64 velocity of water and sediments: the compaction trend at each layer's mean depth below the
+    seabed, plus a per-layer jitter and a fraction of the trend inside the layer, clipped below the salt."""
+    v_top, v_bottom = rng.uniform(*cfg.v_top), rng.uniform(*cfg.v_bottom)
+    p = rng.uniform(*cfg.trend_exponent)
+    zeta = np.clip((Z - seabed) / (1.0 - seabed), 0.0, 1.0)
+
+    def trend(depth: np.ndarray) -> np.ndarray:
+        return v_top + (v_bottom - v_top) * depth**p
+
+    ids = layer[sediment]
+    counts = np.bincount(ids, minlength=n_layer_ids)
+    mean_zeta = np.bincount(ids, weights=zeta[sediment], minlength=n_layer_ids) / np.maximum(counts, 1)
+    v_layer = trend(mean_zeta) + cfg.layer_jitter * rng.standard_normal(n_layer_ids)
+    velocity = np.full(Z.shape, cfg.v_water, dtype=np.float64)
+    v_sed = v_layer[ids] + cfg.intra_layer_gradient * (trend(zeta[sediment]) - trend(mean_zeta[ids]))
+    velocity[sediment] = np.clip(v_sed, _V_SEDIMENT_MIN, cfg.v_salt[0] - _SALT_GAP)
+    return velocity
 
 
 # ---------------------------------------------------------------------------------------------------- generator
@@ -375,114 +469,20 @@ def generate_model(seed_or_rng: int | np.random.SeedSequence | np.random.Generat
     """
     if nz < 2 or nx < 2:
         raise ValueError(f"the grid must be at least 2 x 2, got {nz} x {nx}")
-    cfg = config
     rng = np.random.default_rng(seed_or_rng)
     Z, X = np.meshgrid((np.arange(nz) + 0.5) / nz, (np.arange(nx) + 0.5) / nx, indexing="ij")
-    x_row = X[0]
-
-    # 1. water ---------------------------------------------------------------------------------------------
-    if rng.random() < cfg.water_prob:
-        d0 = rng.uniform(*cfg.water_depth)
-        slope = rng.uniform(-0.5, 0.5) * d0
-        wiggle = rng.uniform(0.0, 0.15) * d0
-        lam, ph = rng.uniform(0.3, 1.5), rng.uniform(0.0, 2.0 * np.pi)
-        seabed_row = d0 + slope * (x_row - 0.5) + wiggle * np.sin(2.0 * np.pi * x_row / lam + ph)
-        seabed_row = np.clip(seabed_row, max(1.0 / nz, 0.5 * cfg.water_depth[0]), 0.8)
-    else:
-        seabed_row = np.zeros(nx)
+    seabed_row = _draw_seabed(rng, config, X[0], nz)
     seabed = np.broadcast_to(seabed_row, (nz, nx))
-    water = Z < seabed
-
-    # 2-5. structure: folds, faults, unconformity -------------------------------------------------------------
-    fold_lower = _fold_function(rng, cfg, 1.0)
-    faults = _sample_faults(rng, cfg)
-    unconformity = rng.random() < cfg.unconformity_prob
-    if unconformity:
-        fold_upper = _fold_function(rng, cfg, 0.25)
-        zu0 = max(rng.uniform(*cfg.unconformity_depth), float(seabed_row.max()) + 0.05)
-        zu_row = zu0 + rng.uniform(-0.04, 0.04) * (x_row - 0.5) \
-            + rng.uniform(0.0, 0.015) * np.sin(2.0 * np.pi * x_row / rng.uniform(0.2, 0.6) + rng.uniform(0, 6.3))
-        upper = Z < zu_row[None, :]
-    else:
-        fold_upper, upper = None, np.zeros((nz, nx), dtype=bool)
-
-    # 6. salt bodies (drawn before the sediments: they drag the layers) ----------------------------------------
-    kinds = np.array(cfg.salt_kinds)
-    weights = None
-    if cfg.salt_kind_weights is not None:
-        weights = np.asarray(cfg.salt_kind_weights) / sum(cfg.salt_kind_weights)
-    allowed = Z >= seabed + _SEABED_MARGIN
-    n_pix = nz * nx
-    for _ in range(cfg.max_salt_tries):
-        n_bodies = int(rng.integers(cfg.n_salt[0], cfg.n_salt[1] + 1))
-        # spread the bodies over the width: one per slot, jittered inside it
-        slots = (np.arange(n_bodies) + rng.uniform(0.15, 0.85, n_bodies)) / n_bodies
-        centres = 0.1 + 0.8 * rng.permutation(slots)
-        bodies = [_sample_body(rng, str(rng.choice(kinds, p=weights)), float(c), cfg, nz) for c in centres]
-        noise = _smooth_field(rng, Z, X)
-        phis = np.stack([_body_level_set(b, Z, X, fold_lower) for b in bodies])
-        scale = cfg.salt_roughness * np.array([_roughness_scale(b) for b in bodies])
-        phis = phis + scale[:, None, None] * noise
-        phi = np.where(allowed, phis.min(axis=0), np.inf)
-        n_salt_pix = int(np.count_nonzero(phi < 0.0))
-        if cfg.min_salt_fraction * n_pix <= n_salt_pix <= cfg.max_salt_fraction * n_pix:
-            break
-    threshold = 0.0
-    if n_salt_pix < cfg.min_salt_fraction * n_pix:  # dilate
-        threshold = np.nextafter(_kth_smallest(phi.ravel(), math.ceil(cfg.min_salt_fraction * n_pix) - 1), np.inf)
-    elif n_salt_pix > cfg.max_salt_fraction * n_pix:  # erode
-        threshold = _kth_smallest(phi.ravel(), math.floor(cfg.max_salt_fraction * n_pix))
-    salt = phi < threshold
-    body_index = np.argmin(phis, axis=0)
-
-    # sediment layering ----------------------------------------------------------------------------------------
-    drag = np.zeros((nz, nx))
-    for b in bodies:
-        shift = _body_drag(b, Z, X)
-        if shift is not None:
-            drag += shift
-    Zf, Xf = _unfault(faults, Z, X)
-    s = Zf - fold_lower(Xf, Zf) + drag
-    if unconformity:
-        s = np.where(upper, Z - fold_upper(X, Z) + 0.5 * drag, s)
-    sediment = ~water
-    n_total = int(rng.integers(cfg.n_layers[0], cfg.n_layers[1] + 1))
-    if unconformity:  # split the layers between the two sequences in proportion to their areas
-        n_upper = int(np.clip(round(n_total * upper[sediment].mean()), 1, max(n_total - 1, 1)))
-        sequences = [(upper & sediment, n_upper), (~upper & sediment, max(n_total - n_upper, 1))]
-    else:
-        sequences = [(sediment, n_total)]
-    layer = np.full((nz, nx), -1, dtype=np.int64)
-    offset = 0
-    for region, n_seq in sequences:
-        if not region.any():
-            continue
-        lo, hi = float(s[region].min()), float(s[region].max())
-        thickness = rng.uniform(0.35, 1.65, n_seq)
-        bounds = lo + (hi - lo) * np.cumsum(thickness)[:-1] / thickness.sum()
-        layer[region] = offset + np.searchsorted(bounds, s[region])
-        offset += n_seq
-
-    # velocities: compaction trend at each layer's mean depth below the seabed + jitter + in-layer gradient
-    v_top, v_bottom = rng.uniform(*cfg.v_top), rng.uniform(*cfg.v_bottom)
-    p = rng.uniform(*cfg.trend_exponent)
-    zeta = np.clip((Z - seabed) / (1.0 - seabed), 0.0, 1.0)
-
-    def trend(depth: np.ndarray) -> np.ndarray:
-        return v_top + (v_bottom - v_top) * depth**p
-
-    n_layer_ids = max(offset, 1)
-    ids = layer[sediment]
-    counts = np.bincount(ids, minlength=n_layer_ids)
-    mean_zeta = np.bincount(ids, weights=zeta[sediment], minlength=n_layer_ids) / np.maximum(counts, 1)
-    v_layer = trend(mean_zeta) + cfg.layer_jitter * rng.standard_normal(n_layer_ids)
-    velocity = np.full((nz, nx), cfg.v_water, dtype=np.float64)
-    v_sed = v_layer[ids] + cfg.intra_layer_gradient * (trend(zeta[sediment]) - trend(mean_zeta[ids]))
-    velocity[sediment] = np.clip(v_sed, _V_SEDIMENT_MIN, cfg.v_salt[0] - _SALT_GAP)
-
-    # salt ------------------------------------------------------------------------------------------------------
-    v_bodies = np.array([b["v"] for b in bodies])
-    velocity[salt] = v_bodies[body_index[salt]]
+    structure = _draw_structure(rng, config, Z, X[0], seabed_row)
+    # salt is drawn before the layers: the bodies drag the sediments next to them
+    draw = _draw_salt(rng, config, Z, X, Z >= seabed + _SEABED_MARGIN, structure.fold_lower)
+    salt = _salt_within_fraction(config, draw.phi)
+    sediment = ~(Z < seabed)
+    s = _stratigraphic_coordinate(structure, draw.bodies, Z, X)
+    layer, n_layer_ids = _draw_layers(rng, config, s, sediment, structure.upper)
+    velocity = _sediment_velocities(rng, config, layer, n_layer_ids, sediment, Z, seabed)
+    v_bodies = np.array([b["v"] for b in draw.bodies])
+    velocity[salt] = v_bodies[np.argmin(draw.phis, axis=0)[salt]]
     return velocity.astype(np.float32), salt.astype(np.uint8)
 
 

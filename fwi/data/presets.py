@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fwi.data.geology import GeologyConfig
+from fwi.data.geology import FIELD_SALT, FIELD_SALT_SHIFTED, GeologyConfig
 from fwi.physics import Survey
 from fwi.registry import Registry
 
@@ -44,6 +44,33 @@ PRESETS.register("segsalt", Preset(
                 "receivers, 2 s at 1 ms, 15 Hz: 5 points per wavelength at 1500 m/s); ~70 MB of float32 gathers "
                 "per model, so store it compact (convert --time-decimation 5 --dtype int16 gives their 400 "
                 "time samples)",
+))
+#: The field-scale survey: the SEG salt extent (2 km x 3 km) on a 20 m grid. Why these numbers:
+#: experiments/fieldsalt/README.md.
+FIELD_SURVEY = Survey(nz=101, nx=151, dx=20.0, nt=1250, dt=0.0016, freq=7.0, n_sources=15, n_receivers=151,
+                      source_depth=20.0, receiver_depth=20.0)
+PRESETS.register("fieldsalt", Preset(
+    survey=FIELD_SURVEY,
+    sizes={"train": 4000, "val": 500, "test": 500},
+    geology=FIELD_SALT,
+    samples_per_part=8,
+    description="research setting at field scale: the SEG salt extent of FCNVMB / DD-Net (2 km deep x 3 km wide) "
+                "on 101 x 151 cells of 20 m, 15 shots (every ~214 m, mirror-symmetric) and 151 receivers over the "
+                "full width at 20 m depth, 2 s of data (1250 x 1.6 ms), 7 Hz Ricker (energy from ~2 to ~20 Hz); "
+                "5.4 points per wavelength at 1500 m/s and 14 Hz, dt below the CFL limit at 5000 m/s (1.70 ms: one "
+                "deepwave step per sample, half the steps of 1000 x 2 ms); geology FIELD_SALT (SEG-salt-like "
+                "layers, domes, diapirs, lenses); 9.1 MB of float32 gathers per model, store it compact "
+                "(convert --time-decimation 10 --dtype int16)",
+))
+PRESETS.register("fieldsalt-shifted", Preset(
+    survey=FIELD_SURVEY,
+    sizes={"train": 32, "test": 500},
+    geology=FIELD_SALT_SHIFTED,
+    samples_per_part=8,
+    description="test family for fieldsalt, never trained on: the same survey, geology FIELD_SALT_SHIFTED "
+                "(thinner, more jittered and more deformed layers, 2-4 faults, sills, more salt); evaluate its test "
+                "split with a fieldsalt run (fwi.evaluate RUN --data FILE: the run's normalisation is used); the "
+                "32-model train split exists only because a dataset file records its train split's statistics",
 ))
 PRESETS.register("tiny", Preset(
     survey=Survey(nz=32, nx=33, dx=10.0, nt=300, dt=0.001, freq=15.0, n_sources=3, n_receivers=33),

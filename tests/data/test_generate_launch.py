@@ -92,5 +92,6 @@ def test_a_command_with_one_log_gets_both_streams_appended(tmp_path):
 
 def test_presets_registry_names_and_error():
     assert PRESETS.names()[:1] == ["salt70"] and "tiny" in PRESETS
-    with pytest.raises(ValueError, match=r"^unknown preset 'nope'; valid: salt70, ablation70, quick, segsalt, tiny$"):
+    valid = "salt70, ablation70, quick, segsalt, fieldsalt, fieldsalt-shifted, tiny"
+    with pytest.raises(ValueError, match=rf"^unknown preset 'nope'; valid: {valid}$"):
         get_preset("nope")
