@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from fwi.atomic import disk_full_hint
 from fwi.cli import ArgumentParser, friendly_errors
 from fwi.data.codec import ENCODINGS, COMPRESSIONS
 from fwi.data.convert import convert
@@ -79,7 +80,11 @@ def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: i
     sizes = dict(sizes or spec.sizes)
     check_out(out, overwrite)
     lock = lock_path(out) if shard is None else out.with_name(f"{out.name}.shard-{shard[0]}-of-{shard[1]}.lock")
-    with exclusive_lock(lock, what=f"generation into {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")):
+    parts_dir = out.with_name(out.name + ".parts")
+    hint = (f"the finished parts in {parts_dir} are kept: free some space, then "
+            + ("run the same command again to continue" if shard else "rerun with --resume to continue"))
+    with exclusive_lock(lock, what=f"generation into {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")), \
+            disk_full_hint(hint):
         return _generate(out, preset, spec, sizes, seed=seed, workers=workers, resume=resume, overwrite=overwrite,
                          shard=shard, progress=progress, device=dev)
 
@@ -201,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                        compression=args.compression, overwrite=args.overwrite, progress=not args.no_progress)
     elif args.command == "merge":
         check_out(args.out, args.overwrite)
-        with exclusive_lock(lock_path(args.out), what=f"merge into {args.out}"):
+        with exclusive_lock(lock_path(args.out), what=f"merge into {args.out}"), \
+                disk_full_hint("the parts are kept: free some space and run the merge again"):
             remove_debris(args.out)
             path = merge_parts(args.out, args.parts or [args.out.with_name(args.out.name + ".parts")], args.overwrite)
     elif args.launcher is not None:

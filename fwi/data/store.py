@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from fwi.atomic import atomic_path
 from fwi.data.codec import GatherStorage, StorageError
+from fwi.data.h5write import check_free_space, h5_writing
 from fwi.data.transforms import signed_log1p
 from fwi.physics import Survey
 
@@ -163,7 +164,7 @@ def write_dataset(
     path.parent.mkdir(parents=True, exist_ok=True)
     stats = RunningNormalisation()
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5_writing(tmp, path) as (f, guard):
             for name, content in splits.items():
                 if name not in SPLITS:
                     raise DatasetError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)}")
@@ -178,6 +179,7 @@ def write_dataset(
                     if not known:
                         check_sample_arrays(arrays, survey, storage)
                     write_block(group, where, arrays, storage)
+                    guard.check()  # a full disk: stop now (DiskFullError), not after the last block
                     if name == "train" and normalisation is None:
                         if known:
                             stats.include(json.loads(arrays.attrs["normalisation"]))
@@ -194,7 +196,7 @@ def write_dataset(
             f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
-        stamp(tmp, by="write_dataset")  # after closing: every chunk has its final place in the file
+        stamp(tmp, by="write_dataset", target=path)  # after closing: every chunk has its final place in the file
     return path
 
 
@@ -281,9 +283,14 @@ def _chunk_index(d: h5py.Dataset) -> list[tuple[int, int, int]]:
     return out
 
 
-def stamp(path: str | os.PathLike, by: str) -> None:
-    """Record in the file that its values were checked, with its storage fingerprint."""
-    with h5py.File(path, "r+") as f:
+def stamp(path: str | os.PathLike, by: str, target: str | os.PathLike | None = None) -> None:
+    """Record in the file that its values were checked, with its storage fingerprint.
+
+    ``target``: ``path`` is the temporary file of ``target`` (a full disk is then a `DiskFullError` naming it);
+    without it the file is updated in place, refused up front when its disk is nearly full."""
+    if target is None:
+        check_free_space(path)
+    with h5_writing(path, target, mode="r+") as (f, _):
         f.attrs[STAMP] = json.dumps({"by": by, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "fingerprint": fingerprint(f),
                                      "checked": "shapes, dtypes, finite gathers, finite positive velocity, 0/1 masks"})
 
