@@ -12,6 +12,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -129,6 +130,16 @@ def space_guarded(path: str | os.PathLike, mode: str = "wb",
     fh.check()
 
 
+#: The name of a temporary file of `atomic_path`: ``.<stem>.<pid>.<thread>.tmp<suffix>`` beside the target
+#: (`fwi.data.output.remove_debris` finds those of dead writers by it).
+TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.tmp(?P<suffix>[^/]*)$")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary sibling `atomic_path` writes ``path`` through (matches `TEMP_NAME`)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffix, so writers that go by extension still work).
@@ -137,7 +148,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on error it is removed and ``path`` is untouched. Running out of space anywhere on the way is a `DiskFullError`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+    tmp = temp_path(path)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -46,7 +46,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if "weights_only" in str(exc):
             raise CheckpointError(f"{path} is not a readable checkpoint (damaged, truncated or not a torch.save "
                                   "file)") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {first_line[:200]})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+                              f"{first_line[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an fwi checkpoint")
     return state

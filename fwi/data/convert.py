@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from fwi.data.codec import GatherStorage
+from fwi.data.codec import GatherStorage, check_decimation_bound
 from fwi.data.output import check_out, lock_path, remove_debris
 from fwi.data.store import DatasetError, read_info, write_dataset
 from fwi.data.transforms import decimate_time
@@ -26,6 +26,7 @@ def convert(src: str | Path, out: str | Path, *, time_decimation: int = 1, encod
     src, out = Path(src), Path(out)
     info = read_info(src)
     storage = GatherStorage(time_decimation=time_decimation, encoding=encoding, compression=compression)
+    check_decimation_bound(info.survey, time_decimation)
     k_in = info.storage.time_decimation
     if k_in not in (1, time_decimation):
         raise DatasetError(f"{src} is already decimated in time by {k_in}; convert from the full-rate file or keep "

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from fwi.data.codec import GatherStorage, StorageError, check_time_decimation
+from fwi.data.convert import convert
 from fwi.data.dataset import FWIDataset
-from fwi.data.generate import convert, generate
+from fwi.data.generate import generate
 from fwi.data.generate import main as generate_main
 from fwi.data.store import DatasetError, read_info
 from fwi.data.transforms import decimate_time

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fwi.data.generate import generate, main, remove_debris
+from fwi.data.generate import generate, main
+from fwi.data.output import remove_debris
 from fwi.data.store import read_info
 
 SIZES = {"train": 4, "val": 4}
