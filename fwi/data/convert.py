@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from fwi.data.codec import GatherStorage, check_decimation_bound
 from fwi.data.output import check_out, lock_path, remove_debris
-from fwi.data.store import DatasetError, read_info, write_dataset
+from fwi.data.store import DatasetError, damage_error, read_info, write_dataset
 from fwi.data.transforms import decimate_time
 from fwi.lock import exclusive_lock
 
@@ -43,11 +43,14 @@ def convert(src: str | Path, out: str | Path, *, time_decimation: int = 1, encod
         group, n = f[split], info.sizes[split]
         for start in range(0, n, block):
             where = slice(start, min(n, start + block))
-            scale = group["gathers_scale"][where] if codec.scaled else None
-            gathers = codec.decode(group["gathers"][where], scale)
+            try:
+                arrays = {key: group[key][where] for key in group}
+            except OSError as exc:
+                raise damage_error(src, group, split, where, exc) from None
+            gathers = codec.decode(arrays["gathers"], arrays.get("gathers_scale"))
             if factor > 1:
                 gathers = decimate_time(gathers, factor)
-            yield where, {"velocity": group["velocity"][where], "salt_mask": group["salt_mask"][where],
+            yield where, {"velocity": arrays["velocity"], "salt_mask": arrays["salt_mask"],
                           "gathers": np.ascontiguousarray(gathers, dtype=np.float32)}
             bar.update(where.stop - where.start)
 

@@ -453,7 +453,7 @@ def _check_all_values(path: Path, f: h5py.File, info: DatasetInfo, progress: boo
             try:
                 arrays = {key: group[key][where] for key in array_keys(info.storage)}
             except OSError as exc:
-                raise _damage(path, group, split, where, exc) from None
+                raise damage_error(path, group, split, where, exc) from None
             scale = arrays.get("gathers_scale")
             if scale is not None and not (np.isfinite(scale).all() and (scale > 0).all()):
                 raise DatasetError(f"{path}: {split}/gathers_scale is not finite and positive")
@@ -463,7 +463,7 @@ def _check_all_values(path: Path, f: h5py.File, info: DatasetInfo, progress: boo
     bar.close()
 
 
-def _damage(path: Path, group: h5py.Group, split: str, where: slice, exc: OSError) -> DatasetError:
+def damage_error(path: Path, group: h5py.Group, split: str, where: slice, exc: OSError) -> DatasetError:
     """The error for a block of samples HDF5 cannot read, naming the damaged samples (read one by one)."""
     bad: dict[int, list[str]] = {}
     for i in range(where.start, where.stop):

@@ -83,6 +83,10 @@ def test_damage_in_a_velocity_chunk_and_in_a_gzip_file_is_named_too(full, tmp_pa
     flip_bytes(plain, "train/gathers", 2)
     proc = verify_cli(plain, capsys)
     assert proc.returncode == 2 and "train sample 2 (gathers) damaged" in proc.stderr, proc.stderr
+    target = tmp_path / "from-damaged.h5"  # converting a damaged file stops at the damage, naming it
+    assert generate_main(["convert", str(plain), "--out", str(target), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train sample 2 (gathers) damaged" in err and not target.exists()
 
 
 def without_checksums(src, dst) -> None:
