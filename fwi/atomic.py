@@ -25,12 +25,14 @@ RERUN = "free some space and run the command again"
 class DiskFullError(OSError):
     """No space left on the device while writing ``path``; the target was left as it was (nothing half-written)."""
 
-    def __init__(self, path: str | os.PathLike, hint: str = RERUN, needed: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None, hint: str = RERUN, needed: int | None = None) -> None:
         super().__init__(str(path))
         self.errno = errno.ENOSPC
-        self.path, self.hint, self.needed = Path(path), hint, needed
+        self.path, self.hint, self.needed = (None if path is None else Path(path)), hint, needed
 
     def __str__(self) -> str:
+        if self.path is None:  # a bare ENOSPC whose file Python did not record
+            return f"disk full: no space left on the device being written; {self.hint}"
         need = f", about {self.needed / 2**20:.1f} MB needed" if self.needed else ""
         return (f"disk full: no space left on the device holding {self.path} ({_free_mb(self.path)} free there"
                 f"{need}); nothing was written at {self.path}; {self.hint}")
@@ -73,7 +75,7 @@ def disk_full_hint(hint: str) -> Iterator[None]:
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        raise DiskFullError(exc.filename or "the output", hint) from None
+        raise DiskFullError(exc.filename, hint) from None
 
 
 class SpaceGuardedFile(io.FileIO):

@@ -32,7 +32,7 @@ def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             if os.environ.get("FWI_DEBUG"):
                 raise
             if is_disk_full(exc) and not isinstance(exc, DiskFullError):  # a write outside fwi.atomic
-                exc = DiskFullError(exc.filename or "the output")
+                exc = DiskFullError(exc.filename)
             print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message
             return 2
     return wrapped

@@ -13,6 +13,7 @@ import torch
 
 from fwi.atomic import DiskFullError
 from fwi.checkpoint import load_checkpoint, save_checkpoint
+from fwi.cli import friendly_errors
 from fwi.data.store import read_info
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,3 +124,16 @@ def test_save_checkpoint_on_a_full_disk_keeps_the_previous_one(tmpfs):
     assert caught.value.errno == 28 and isinstance(caught.value, OSError)
     assert path.read_bytes() == before and leftovers(fs) == []
     assert torch.equal(load_checkpoint(path)["weights"], torch.arange(10.0))
+
+
+def test_any_cli_reports_a_bare_enospc_as_one_disk_full_line(tmpfs, capsys):
+    fs = tmpfs("1m")
+
+    @friendly_errors
+    def main() -> int:  # a plain Python write, outside fwi.atomic
+        (fs / "big.bin").write_bytes(b"\0" * 2**21)
+        return 0
+
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: disk full: no space left on the device")
