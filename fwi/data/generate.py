@@ -19,7 +19,9 @@ One owner per output: a generation (or merge, or conversion) into ``<out>`` hold
 writer (``.<name>.<pid>.<tid>.tmp.h5`` beside ``<out>`` and in ``<out>.parts/``) are removed by the next run of the
 same target when their writer's pid is no longer alive (a shard leaves them to the merge: on a cluster, the writer
 of a temporary file beside it may be alive on another node). A bad ``--out`` (a directory, an unwritable place, a parent
-that cannot be created) is refused before any work.
+that cannot be created) is refused before any work. A full disk stops the command with one ``error: disk full ...``
+line naming the place (`fwi.atomic.DiskFullError`); the finished parts stay for ``--resume``, and the merge checks
+that the merged file fits before it starts.
 
 ``--launcher local|slurm|submitit-local --shards N`` runs the N shards of one generation as jobs of `fwi.launch`
 (subprocesses here, SLURM jobs through submitit, or submitit's local executor) and merges them when all succeeded.

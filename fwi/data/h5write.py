@@ -28,7 +28,8 @@ def h5_writing(path: str | os.PathLike, target: str | os.PathLike | None = None,
     file and the guard (call ``guard.check()`` between large writes to stop early). After the block the file is
     closed, and `DiskFullError` naming ``target`` (default ``path``) is raised if the disk was full.
 
-    For a temporary file only: once the disk is full, the file's content is garbage (see `SpaceGuardedFile`).
+    Once the disk is full the file's content is garbage (see `SpaceGuardedFile`): use it on a temporary file, or
+    update a file in place only after `check_free_space`.
     """
     with space_guarded(path, "w+b" if mode == "w" else "r+b", target=target) as guard:
         f = h5py.File(guard, mode)
