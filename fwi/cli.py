@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: expected errors become one readable line on stderr and exit code 2.
+"""Shared CLI plumbing: expected errors become one readable line on stderr and exit code 2 (a full disk too: one
+line naming the place, see `fwi.atomic.DiskFullError`).
 
 Set ``FWI_DEBUG=1`` to get the full traceback instead (the catch is broad: torch reports some user errors, such as
 running out of memory, as RuntimeError).
@@ -11,6 +12,8 @@ import functools
 import os
 import sys
 from typing import Callable
+
+from fwi.atomic import DiskFullError, is_disk_full
 
 #: Errors a user can cause with their input; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileExistsError, FileNotFoundError, RuntimeError, OSError)
@@ -28,6 +31,8 @@ def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         except USER_ERRORS as exc:
             if os.environ.get("FWI_DEBUG"):
                 raise
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):  # a write outside fwi.atomic
+                exc = DiskFullError(exc.filename)
             print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message
             return 2
     return wrapped

@@ -26,7 +26,9 @@ from einops import repeat
 
 import h5py
 
-from fwi.data.generate import generate, merge_parts, sample_models
+from fwi.data.generate import generate
+from fwi.data.modelling import sample_models
+from fwi.data.parts import merge_parts
 from fwi.data.presets import get_preset
 
 

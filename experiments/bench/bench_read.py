@@ -2,7 +2,7 @@
 
     python experiments/bench/bench_read.py [--data data/quick.h5] [--time-decimation 8] [--out experiments/bench/results/read_cpu.md]
 
-Converts ``--data`` (full-rate float32, salt70 geometry) with `fwi.data.generate.convert` into float16 and int16 files
+Converts ``--data`` (full-rate float32, salt70 geometry) with `fwi.data.convert.convert` into float16 and int16 files
 at ``--time-decimation``, then times `FWIDataset` over the train split (what training reads, normalised and
 decimated to the same input): the float32 file cold (gzip decode + decimation), the float32 file from its in-memory
 cache (second pass, the training default with num_workers=0), and each compact file read and decoded without cache.
@@ -20,7 +20,7 @@ import h5py
 import torch
 
 from fwi.data.dataset import FWIDataset
-from fwi.data.generate import convert
+from fwi.data.convert import convert
 
 
 def split_bytes(path: Path) -> tuple[int, int]:

@@ -28,7 +28,8 @@ import torch
 from einops import repeat
 
 from fwi.config import load_config
-from fwi.data.generate import Part, model_part
+from fwi.data.modelling import model_part
+from fwi.data.parts import Part
 from fwi.data.presets import get_preset
 from fwi.data.store import RunningNormalisation
 from fwi.data.transforms import Normalizer

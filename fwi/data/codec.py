@@ -15,22 +15,33 @@ Encodings (a registry: `ENCODINGS`):
   ``s / 2 / (g_max - g_min) * 2``, i.e. uniform and ~1e-4 of the range at most.
 
 Time decimation ``k`` stores ``decimate_time(g, k)`` (the anti-aliased decimation training applies), so the stored
-T axis has ``ceil(nt / k)`` samples. Readers must not decimate again: see `check_time_decimation`.
+T axis has ``ceil(nt / k)`` samples. Readers must not decimate again: see `check_time_decimation`. ``k`` is bounded
+by the wavelet (`max_time_decimation`: 13 for the 15 Hz, 1 ms presets).
 
 Compact files use byte shuffle + Zstandard from ``hdf5plugin`` when it imports (gzip + shuffle otherwise); the filter
 is recorded by HDF5 itself, and importing this module registers the plugin filters for every reader.
+
+Integrity: Zstandard (as ``hdf5plugin`` writes it) carries no checksum, so damage inside a chunk decodes to other
+numbers without an error. Every array of a compact file therefore also gets HDF5's Fletcher32 filter (after the
+compression: a checksum of the stored bytes of each one-sample chunk), which HDF5 checks on every read: a damaged
+sample is a read error. gzip (zlib) streams carry their own Adler-32 check. Compact files written before the
+checksum can be read but not checked for damage (`fwi.data.store.unprotected_arrays`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from fwi.data.transforms import signed_expm1, signed_log1p
 from fwi.registry import Registry
+
+if TYPE_CHECKING:
+    from fwi.physics import Survey
 
 try:  # registers the Zstd/LZ4/Blosc filters with HDF5 for reading and writing
     import hdf5plugin
@@ -126,7 +137,8 @@ class GatherStorage:
         return -(-nt // self.time_decimation)
 
     def filters(self) -> dict[str, Any]:
-        return COMPRESSIONS.build(self.compression)
+        """h5py ``create_dataset`` keywords; a compact storage adds the Fletcher32 checksum (see the module doc)."""
+        return {**COMPRESSIONS.build(self.compression), **({} if self.is_default else {"fletcher32": True})}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -142,6 +154,28 @@ class GatherStorage:
         if unknown:
             raise StorageError(f"unknown gathers_storage keys {sorted(unknown)}")
         return cls(**d)
+
+
+#: `fwi.data.transforms.decimate_time` keeps frequencies below this fraction of the decimated Nyquist frequency.
+DECIMATION_PASSBAND = 0.8
+
+
+def max_time_decimation(survey: Survey) -> int:
+    """The coarsest time decimation that keeps the wavelet's band: `decimate_time` by k keeps frequencies up to
+    0.8 / (2 k dt), which must reach the Ricker wavelet's practical upper frequency `Survey.max_frequency` (2 x its
+    centre frequency, where its spectrum is down to ~20 % of its peak). Salt70 (1 ms, 15 Hz): k <= 13, i.e. >= 10
+    stored samples per wavelet length (2 / freq); a coarser k would low-pass the wavelet itself away."""
+    return max(1, math.floor(DECIMATION_PASSBAND / (2 * survey.dt * survey.max_frequency) + 1e-9))
+
+
+def check_decimation_bound(survey: Survey, k: int, what: str = "--time-decimation") -> None:
+    """`StorageError` with the valid range when decimating ``survey``'s records by ``k`` would lose the wavelet."""
+    k_max = max_time_decimation(survey)
+    if k > k_max:
+        stored = -(-survey.nt // k)
+        raise StorageError(f"{what} {k} is too coarse for this survey: {stored} of {survey.nt} time samples would "
+                           f"be left and the decimation filter would remove the {survey.freq:g} Hz wavelet's band "
+                           f"(up to {survey.max_frequency:g} Hz at dt {survey.dt:g} s); valid range 1..{k_max}")
 
 
 def check_time_decimation(storage: GatherStorage, requested: int, path: Any = "the dataset") -> int:

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from fwi.data.codec import GatherStorage
+from fwi.data.codec import GatherStorage, check_decimation_bound
 from fwi.data.output import check_out, lock_path, remove_debris
-from fwi.data.store import DatasetError, read_info, write_dataset
+from fwi.data.store import DatasetError, damage_error, read_info, write_dataset
 from fwi.data.transforms import decimate_time
 from fwi.lock import exclusive_lock
 
@@ -26,6 +26,7 @@ def convert(src: str | Path, out: str | Path, *, time_decimation: int = 1, encod
     src, out = Path(src), Path(out)
     info = read_info(src)
     storage = GatherStorage(time_decimation=time_decimation, encoding=encoding, compression=compression)
+    check_decimation_bound(info.survey, time_decimation)
     k_in = info.storage.time_decimation
     if k_in not in (1, time_decimation):
         raise DatasetError(f"{src} is already decimated in time by {k_in}; convert from the full-rate file or keep "
@@ -42,11 +43,14 @@ def convert(src: str | Path, out: str | Path, *, time_decimation: int = 1, encod
         group, n = f[split], info.sizes[split]
         for start in range(0, n, block):
             where = slice(start, min(n, start + block))
-            scale = group["gathers_scale"][where] if codec.scaled else None
-            gathers = codec.decode(group["gathers"][where], scale)
+            try:
+                arrays = {key: group[key][where] for key in group}
+            except OSError as exc:
+                raise damage_error(src, group, split, where, exc) from None
+            gathers = codec.decode(arrays["gathers"], arrays.get("gathers_scale"))
             if factor > 1:
                 gathers = decimate_time(gathers, factor)
-            yield where, {"velocity": group["velocity"][where], "salt_mask": group["salt_mask"][where],
+            yield where, {"velocity": arrays["velocity"], "salt_mask": arrays["salt_mask"],
                           "gathers": np.ascontiguousarray(gathers, dtype=np.float32)}
             bar.update(where.stop - where.start)
 

@@ -19,7 +19,9 @@ One owner per output: a generation (or merge, or conversion) into ``<out>`` hold
 writer (``.<name>.<pid>.<tid>.tmp.h5`` beside ``<out>`` and in ``<out>.parts/``) are removed by the next run of the
 same target when their writer's pid is no longer alive (a shard leaves them to the merge: on a cluster, the writer
 of a temporary file beside it may be alive on another node). A bad ``--out`` (a directory, an unwritable place, a parent
-that cannot be created) is refused before any work.
+that cannot be created) is refused before any work. A full disk stops the command with one ``error: disk full ...``
+line naming the place (`fwi.atomic.DiskFullError`); the finished parts stay for ``--resume``, and the merge checks
+that the merged file fits before it starts.
 
 ``--launcher local|slurm|submitit-local --shards N`` runs the N shards of one generation as jobs of `fwi.launch`
 (subprocesses here, SLURM jobs through submitit, or submitit's local executor) and merges them when all succeeded.
@@ -43,27 +45,19 @@ from pathlib import Path
 
 import torch
 
+from fwi.atomic import disk_full_hint
 from fwi.cli import ArgumentParser, friendly_errors
-from fwi.data.codec import ENCODINGS, COMPRESSIONS
+from fwi.data.codec import COMPRESSIONS, ENCODINGS
 from fwi.data.convert import convert
-from fwi.data.modelling import SPLIT_CODES, model_part, models_per_batch, resolve_device, sample_models
 from fwi.data.output import check_out, lock_path, remove_debris
-from fwi.data.parts import (MANIFEST, Part, manifest_for, merge_parts, part_is_complete, plan_parts,
-                            prepare_parts_dir, write_part)
+from fwi.data.parts import manifest_for, merge_parts, plan_parts, prepare_parts_dir
 from fwi.data.presets import PRESETS, Preset, get_preset
-from fwi.data.shards import ShardFailure, launch_generation, shard_argv, shard_log
+from fwi.data.shards import launch_generation
 from fwi.data.store import read_info, verify
 from fwi.data.workers import generate_parts
+from fwi.distributed import resolve_device
 from fwi.launch import LAUNCHERS, add_launcher_args, options_from_args
 from fwi.lock import exclusive_lock
-
-#: The library names this module has always offered (tests, benchmarks, `fwi.train`, the ablation runner): they live
-#: in the modules of `fwi.data` above; this module holds the entry points `generate` / `ensure_generated` and the CLI.
-__all__ = ["MANIFEST", "SPLIT_CODES", "Part", "ShardFailure", "build_parser", "check_launch_args", "check_out",
-           "convert", "ensure_generated", "generate", "generate_parts", "launch_generation", "lock_path", "main",
-           "manifest_for", "merge_parts", "model_part", "models_per_batch", "parse_shard", "part_is_complete",
-           "plan_parts", "prepare_parts_dir", "remove_debris", "resolve_device", "sample_models", "shard_argv",
-           "shard_log", "write_part"]
 
 
 def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: int = 1, resume: bool = False,
@@ -79,7 +73,11 @@ def generate(out: str | Path, preset: str = "tiny", *, seed: int = 0, workers: i
     sizes = dict(sizes or spec.sizes)
     check_out(out, overwrite)
     lock = lock_path(out) if shard is None else out.with_name(f"{out.name}.shard-{shard[0]}-of-{shard[1]}.lock")
-    with exclusive_lock(lock, what=f"generation into {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")):
+    parts_dir = out.with_name(out.name + ".parts")
+    hint = (f"the finished parts in {parts_dir} are kept: free some space, then "
+            + ("run the same command again to continue" if shard else "rerun with --resume to continue"))
+    with exclusive_lock(lock, what=f"generation into {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")), \
+            disk_full_hint(hint):
         return _generate(out, preset, spec, sizes, seed=seed, workers=workers, resume=resume, overwrite=overwrite,
                          shard=shard, progress=progress, device=dev)
 
@@ -192,7 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"`{args.command}` needs the dataset file: python -m fwi.data.generate {args.command} FILE")
     if args.command == "verify":
         info = verify(args.input, stamp_file=args.stamp, progress=not args.no_progress)
-        print(f"ok: {args.input}: {_sizes(info.sizes)} samples checked" + (" and stamped" if args.stamp else ""))
+        if info.unprotected:
+            arrays = sorted({name.split("/")[-1] for name in info.unprotected})
+            print(f"warning: {args.input}: its {', '.join(arrays)} arrays carry no checksum (a compact file written "
+                  "before compact files had one): damage inside their Zstd chunks cannot be detected, so the values "
+                  "were checked but not their integrity; convert the full-rate file again to get a checked file",
+                  file=sys.stderr)
+        print(f"ok: {args.input}: {_sizes(info.sizes)} samples checked" + (" and stamped" if args.stamp else "")
+              + (" (values only: cannot be checked for damage, see the warning)" if info.unprotected else ""))
         return 0
     if args.out is None:
         raise ValueError(f"`{args.command}` needs --out FILE")
@@ -201,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                        compression=args.compression, overwrite=args.overwrite, progress=not args.no_progress)
     elif args.command == "merge":
         check_out(args.out, args.overwrite)
-        with exclusive_lock(lock_path(args.out), what=f"merge into {args.out}"):
+        with exclusive_lock(lock_path(args.out), what=f"merge into {args.out}"), \
+                disk_full_hint("the parts are kept: free some space and run the merge again"):
             remove_debris(args.out)
             path = merge_parts(args.out, args.parts or [args.out.with_name(args.out.name + ".parts")], args.overwrite)
     elif args.launcher is not None:

@@ -22,16 +22,6 @@ def sample_models(split: str, indices: range, seed: int, survey: Survey,
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
-    return device
-
-
 def models_per_batch(survey: Survey, device: torch.device, fraction: float = 0.5) -> int:
     """How many models one deepwave call propagates on ``device``: ``fraction`` of the free memory over an estimate
     of one model's working set (velocity, ~8 padded wavefields per shot, the gathers), at least 1."""

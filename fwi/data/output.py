@@ -1,15 +1,15 @@
 """A dataset output file: its lock file, the checks before any work, and the removal of temporary files left
-by a killed writer."""
+by a killed writer (of a dataset file or of a run directory: the one debris cleaner)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
+from fwi.atomic import TEMP_NAME
 from fwi.data.store import DatasetError
 
 
@@ -42,10 +42,6 @@ def check_out(out: Path, overwrite: bool = False) -> None:
         raise DatasetError(f"--out {out}: cannot write in {parent} ({exc.strerror or exc})") from None
 
 
-#: A temporary file of `fwi.atomic.atomic_path`: ``.<stem>.<pid>.<thread>.tmp<suffix>``.
-_TMP = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.tmp(?P<suffix>[^/]*)$")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -57,14 +53,17 @@ def _alive(pid: int) -> bool:
 
 
 def remove_debris(out: Path) -> list[Path]:
-    """Remove temporary files of ``out`` (beside it and in ``<out>.parts/``) whose writer process is dead."""
+    """Remove the temporary files of `fwi.atomic.atomic_path` (``.<stem>.<pid>.<thread>.tmp<suffix>``) whose writer
+    process is dead: for a dataset file ``out``, its own beside it and every one in ``<out>.parts/``; for a directory
+    ``out`` (a run directory), every one in it. The caller holds the lock of ``out``. Returns the removed paths."""
+    out = Path(out)
     removed = []
-    places = [(out.parent, out.stem), (out.with_name(out.name + ".parts"), None)]
+    places = [(out, None)] if out.is_dir() else [(out.parent, out.stem), (out.with_name(out.name + ".parts"), None)]
     for directory, stem in places:
         if not directory.is_dir():
             continue
         for path in directory.glob(".*.tmp*"):
-            m = _TMP.match(path.name)
+            m = TEMP_NAME.match(path.name)
             if m is None or (stem is not None and m["stem"] != stem) or _alive(int(m["pid"])):
                 continue
             with contextlib.suppress(FileNotFoundError):

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from fwi.atomic import atomic_path, write_text
+from fwi.data.h5write import check_free_space, h5_writing
 from fwi.data.presets import Preset
 from fwi.data.store import (ARRAYS, SPLITS, DatasetError, RunningNormalisation, check_sample_arrays, create_split,
                             write_block, write_dataset)
@@ -47,7 +48,7 @@ def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray], surve
     stats = RunningNormalisation()
     stats.update(arrays["velocity"], arrays["gathers"])
     with atomic_path(parts_dir / part.filename) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5_writing(tmp, parts_dir / part.filename) as (f, _):
             create_split(f, part.count, survey)
             write_block(f, slice(0, part.count), arrays)
             f.attrs["normalisation"] = json.dumps(stats.result())
@@ -105,6 +106,8 @@ def merge_parts(out: Path, parts_dirs: list[Path], overwrite: bool = False, clea
         raise DatasetError(f"{len(missing)} of {len(parts)} parts are missing (first: {missing[0].filename}); "
                            "finish every shard (or run with --resume) before merging")
     survey = Survey.from_dict(manifest["survey"])
+    needed = sum((where[p] / p.filename).stat().st_size for p in parts)  # their chunks are copied as they are
+    check_free_space(out, needed + (1 << 20), hint="the parts are kept: free some space and merge again")
 
     def blocks(split: str) -> Iterator[tuple[slice, h5py.Group]]:
         for part in (p for p in parts if p.split == split):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fwi.data.modelling import resolve_device
 from fwi.data.output import check_out, lock_path, remove_debris
 from fwi.data.parts import MANIFEST, manifest_for, merge_parts, part_is_complete, plan_parts, prepare_parts_dir
 from fwi.data.presets import get_preset
+from fwi.distributed import resolve_device
 from fwi.launch import Command, LaunchOptions, check_available, launch
 from fwi.lock import exclusive_lock
 

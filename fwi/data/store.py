@@ -26,6 +26,11 @@ and checks the values; ``verify --stamp`` then stamps the file.
 
 Files written before the stamp existed are accepted: their (small) velocity arrays are checked in full on open,
 and a note says the gathers were not (run ``verify --stamp`` once to check and stamp them).
+
+Damage to the bytes of a chunk (a flipped bit on disk) keeps the chunk index, so the fingerprint cannot see it:
+HDF5 finds it when the chunk is read, through the deflate stream's Adler-32 (default files) or the Fletcher32
+checksum of compact files (`fwi.data.codec`). ``verify`` reads every chunk and names the damaged samples; arrays
+with neither check (compact files written before the checksum) are listed in `DatasetInfo.unprotected`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from tqdm.auto import tqdm
 
 from fwi.atomic import atomic_path
 from fwi.data.codec import GatherStorage, StorageError
+from fwi.data.h5write import check_free_space, h5_writing
 from fwi.data.transforms import signed_log1p
 from fwi.physics import Survey
 
@@ -163,7 +169,7 @@ def write_dataset(
     path.parent.mkdir(parents=True, exist_ok=True)
     stats = RunningNormalisation()
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5_writing(tmp, path) as (f, guard):
             for name, content in splits.items():
                 if name not in SPLITS:
                     raise DatasetError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)}")
@@ -178,6 +184,7 @@ def write_dataset(
                     if not known:
                         check_sample_arrays(arrays, survey, storage)
                     write_block(group, where, arrays, storage)
+                    guard.check()  # a full disk: stop now (DiskFullError), not after the last block
                     if name == "train" and normalisation is None:
                         if known:
                             stats.include(json.loads(arrays.attrs["normalisation"]))
@@ -194,7 +201,7 @@ def write_dataset(
             f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
-        stamp(tmp, by="write_dataset")  # after closing: every chunk has its final place in the file
+        stamp(tmp, by="write_dataset", target=path)  # after closing: every chunk has its final place in the file
     return path
 
 
@@ -281,9 +288,14 @@ def _chunk_index(d: h5py.Dataset) -> list[tuple[int, int, int]]:
     return out
 
 
-def stamp(path: str | os.PathLike, by: str) -> None:
-    """Record in the file that its values were checked, with its storage fingerprint."""
-    with h5py.File(path, "r+") as f:
+def stamp(path: str | os.PathLike, by: str, target: str | os.PathLike | None = None) -> None:
+    """Record in the file that its values were checked, with its storage fingerprint.
+
+    ``target``: ``path`` is the temporary file of ``target`` (a full disk is then a `DiskFullError` naming it);
+    without it the file is updated in place, refused up front when its disk is nearly full."""
+    if target is None:
+        check_free_space(path)
+    with h5_writing(path, target, mode="r+") as (f, _):
         f.attrs[STAMP] = json.dumps({"by": by, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "fingerprint": fingerprint(f),
                                      "checked": "shapes, dtypes, finite gathers, finite positive velocity, 0/1 masks"})
 
@@ -300,6 +312,7 @@ class DatasetInfo:
     attrs: dict[str, Any]
     storage: GatherStorage = field(default_factory=GatherStorage)
     stamped: bool = False
+    unprotected: tuple[str, ...] = ()  # "split/array" whose damage cannot be detected (see `unprotected_arrays`)
 
 
 _NOTED: set[str] = set()
@@ -388,7 +401,15 @@ def _check_layout(path: Path, f: h5py.File) -> DatasetInfo:
             if not (np.isfinite(scale).all() and (scale > 0).all()):
                 raise DatasetError(f"{path}: {split}/gathers_scale is not finite and positive")
         sizes[split] = int(n)
-    return DatasetInfo(path, survey, sizes, norm, attrs, storage, STAMP in f.attrs)
+    return DatasetInfo(path, survey, sizes, norm, attrs, storage, STAMP in f.attrs, unprotected_arrays(f))
+
+
+def unprotected_arrays(f: h5py.File) -> tuple[str, ...]:
+    """The non-empty arrays ("split/name") whose damage HDF5 cannot detect on read: neither a Fletcher32 checksum
+    nor a deflate (zlib: Adler-32 checked) filter, e.g. Zstd-compressed arrays of compact files written before
+    compact files got the checksum."""
+    return tuple(f"{split}/{key}" for split in SPLITS if split in f for key, d in f[split].items()
+                 if isinstance(d, h5py.Dataset) and d.size and not (d.fletcher32 or d.compression == "gzip"))
 
 
 def _check_normalisation(path: Path, norm: Any) -> dict[str, float]:
@@ -429,18 +450,35 @@ def _check_all_values(path: Path, f: h5py.File, info: DatasetInfo, progress: boo
     for split, n in info.sizes.items():
         group = f[split]
         for where in _blocks(n):
-            scale = group["gathers_scale"][where] if codec.scaled else None
+            try:
+                arrays = {key: group[key][where] for key in array_keys(info.storage)}
+            except OSError as exc:
+                raise damage_error(path, group, split, where, exc) from None
+            scale = arrays.get("gathers_scale")
             if scale is not None and not (np.isfinite(scale).all() and (scale > 0).all()):
                 raise DatasetError(f"{path}: {split}/gathers_scale is not finite and positive")
-            try:
-                gathers = codec.decode(group["gathers"][where], scale)
-            except OSError as exc:
-                raise DatasetError(f"{path}: samples {where.start}..{where.stop - 1} of {split!r} cannot be read "
-                                   f"({exc})") from None
-            check_values(group["velocity"][where], group["salt_mask"][where], gathers,
+            check_values(arrays["velocity"], arrays["salt_mask"], codec.decode(arrays["gathers"], scale),
                          where=f"{path}: {split} samples {where.start}..{where.stop - 1}")
             bar.update(where.stop - where.start)
     bar.close()
+
+
+def damage_error(path: Path, group: h5py.Group, split: str, where: slice, exc: OSError) -> DatasetError:
+    """The error for a block of samples HDF5 cannot read, naming the damaged samples (read one by one)."""
+    bad: dict[int, list[str]] = {}
+    for i in range(where.start, where.stop):
+        for key, d in group.items():
+            try:
+                d[i]
+            except OSError:
+                bad.setdefault(i, []).append(key)
+    if not bad:
+        return DatasetError(f"{path}: samples {where.start}..{where.stop - 1} of {split!r} cannot be read "
+                            f"({' '.join(str(exc).split())})")
+    shown = "; ".join(f"sample {i} ({', '.join(keys)})" for i, keys in list(bad.items())[:8])
+    more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+    return DatasetError(f"{path}: {split} {shown}{more} damaged: the stored chunk fails its checksum or cannot be "
+                        "decompressed; regenerate or convert the file again")
 
 
 def verify(path: str | os.PathLike, *, stamp_file: bool = False, progress: bool = True) -> DatasetInfo:

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from fwi.data.codec import GatherStorage, StorageError, check_time_decimation
+from fwi.data.codec import GatherStorage, StorageError, check_time_decimation, max_time_decimation
+from fwi.data.convert import convert
 from fwi.data.dataset import FWIDataset
-from fwi.data.generate import convert, generate
+from fwi.data.generate import generate
 from fwi.data.generate import main as generate_main
 from fwi.data.store import DatasetError, read_info
 from fwi.data.transforms import decimate_time
+from fwi.physics import Survey
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +82,23 @@ def test_convert_cli_one_line_errors(full, tmp_path, capsys):
     assert generate_main(["convert", str(full), "--out", str(out)]) == 2  # in process: main's value is the status
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1 and "--overwrite" in err and out.read_bytes() == before
+
+
+def test_a_decimation_that_would_lose_the_wavelet_is_refused_with_the_valid_range(full, tmp_path, capsys):
+    survey = read_info(full).survey  # tiny: 300 samples of 1 ms, 15 Hz Ricker (band up to 2 x 15 Hz)
+    # independently: decimate_time by k keeps f < 0.8 / (2 k dt); that must reach 30 Hz -> k <= 13.33
+    assert max_time_decimation(survey) == 13 == int(0.8 / (2 * survey.dt * 2 * survey.freq))
+    assert max_time_decimation(Survey(dt=0.002, freq=10.0)) == 10  # 0.8 / (2 * 0.002 * 20)
+    for k in (1000, 14):
+        out = tmp_path / f"k{k}.h5"
+        assert generate_main(["convert", str(full), "--out", str(out), "--time-decimation", str(k)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --time-decimation {k} is too coarse")
+        assert "valid range 1..13" in err and not out.exists() and not list(tmp_path.iterdir())
+    out = convert(full, tmp_path / "k13.h5", time_decimation=13, encoding="int16", progress=False)
+    assert read_info(out).storage.stored_nt(survey.nt) == 24  # >= 10 samples per wavelet length (2 / 15 Hz)
+    # the bound is where the record starts to lose its wavelet: k samples' energy share k * sum(d^2) / sum(g^2)
+    with h5py.File(full, "r") as f:
+        g = f["train/gathers"][0].astype(np.float64)
+    kept = {k: k * np.square(decimate_time(g, k)).sum() / np.square(g).sum() for k in (13, 20)}
+    assert kept[13] > 0.99 > kept[20], kept

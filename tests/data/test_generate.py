@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fwi.data.generate import generate, merge_parts, plan_parts
+from fwi.data.generate import generate
+from fwi.data.parts import merge_parts, plan_parts
 from fwi.data.presets import get_preset
 from fwi.data.store import DatasetError, read_info
 
@@ -44,7 +45,8 @@ def test_layout_attributes_and_physics(reference):
     # masks mark the salt velocities; normalisation bounds are the train split's extremes
     v, m = data["train/velocity"], data["train/salt_mask"].astype(bool)
     assert m.any() and v[m].min() >= 4300 and v[~m].max() < 4400
-    assert info.normalisation["v_min"] == pytest.approx(v.min()) and info.normalisation["v_max"] == pytest.approx(v.max())
+    assert info.normalisation["v_min"] == pytest.approx(v.min())
+    assert info.normalisation["v_max"] == pytest.approx(v.max())
     with h5py.File(reference, "r") as f:
         assert f["train/gathers"].chunks == (1, *survey.data_shape) and f["train/gathers"].compression == "gzip"
 
@@ -137,7 +139,8 @@ def test_kill_9_mid_generation_then_resume(tmp_path):
 
 
 def test_merge_copies_compressed_parts_as_they_are_and_reads_old_uncompressed_ones(tmp_path):
-    from fwi.data.generate import Part, model_part, write_part
+    from fwi.data.modelling import model_part
+    from fwi.data.parts import Part, write_part
     from fwi.data.store import write_dataset
 
     preset = get_preset("tiny")

@@ -7,8 +7,10 @@ import sys
 import h5py
 import pytest
 
-from fwi.data.generate import main, plan_parts, shard_log
+from fwi.data.generate import main
+from fwi.data.parts import plan_parts
 from fwi.data.presets import PRESETS, get_preset
+from fwi.data.shards import shard_log
 from fwi.launch import Command, run_command
 from fwi.lock import exclusive_lock
 

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fwi.data.generate import generate, main, remove_debris
+from fwi.data.generate import generate, main
+from fwi.data.output import remove_debris
 from fwi.data.store import read_info
 
 SIZES = {"train": 4, "val": 4}
@@ -65,6 +66,20 @@ def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run(tmp_path
     assert all(p.exists() for p in keep)
     assert read_info(out).sizes == SIZES and not parts.exists()
     assert remove_debris(out) == []
+
+
+def test_the_debris_cleaner_also_cleans_a_run_directory(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead = _dead_pid()
+    debris = [run_dir / f".last.{dead}.5.tmp.pt", run_dir / f".metrics.{dead}.5.tmp.jsonl"]
+    keep = [run_dir / f".best.{sys.modules['os'].getpid()}.1.tmp.pt",  # a live writer's file
+            run_dir / "last.pt", run_dir / ".hidden.tmp"]  # results, and a name fwi.atomic never makes
+    for path in debris + keep:
+        path.write_bytes(b"x")
+    assert sorted(remove_debris(run_dir)) == sorted(debris)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in debris)
+    assert "removed 2 temporary file(s)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["directory", "parent is a file", "unwritable", "parent cannot be created"])
