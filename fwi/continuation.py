@@ -22,6 +22,7 @@ from typing import Any
 from fwi.atomic import write_text
 from fwi.checkpoint import CheckpointError, load_checkpoint
 from fwi.config import Config, flatten_config, upgrade_config
+from fwi.data.output import remove_debris
 
 #: Config keys a ``--resume`` may change: they cannot change the weights or the recorded metrics.
 RESUME_FREE_KEYS = frozenset({
@@ -117,13 +118,6 @@ def load_branch(cfg: Config) -> dict[str, Any]:
     return state
 
 
-def remove_run_debris(run_dir: Path) -> None:
-    """Temporary files of a killed writer (``.*.tmp.pt``, ``.*.tmp.*``) in a run directory we hold the lock of."""
-    for path in run_dir.glob(".*.tmp*"):
-        if path.is_file():
-            path.unlink()
-
-
 def _remove_stale_records(run_dir: Path) -> None:
     """Records of an earlier run whose checkpoint is gone (a fresh machine): this run starts them anew."""
     stale = [run_dir / n for n in ("metrics.jsonl", "summary.json") if (run_dir / n).exists()]
@@ -143,7 +137,7 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
     its own last.pt with ``--resume``, the trunk's snapshot with ``--branch-from``, else None. Everything is checked
     before anything is removed."""
     if run_dir.exists():
-        remove_run_debris(run_dir)
+        remove_debris(run_dir)
     if cfg.run.resume:
         if not (run_dir / "last.pt").exists():
             raise CheckpointError(f"--resume: no checkpoint {run_dir / 'last.pt'} to resume from")

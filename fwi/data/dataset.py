@@ -144,7 +144,9 @@ class FWIDataset(Dataset):
                 codec = self.storage.codec
                 gathers = codec.decode(gathers, g["gathers_scale"][index] if codec.scaled else None)
             except OSError as exc:
-                raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read ({exc})") from None
+                raise DatasetError(f"{self.path}: sample {index} of {self.split!r} cannot be read: the file is damaged "
+                                   f"there ({exc}); `python -m fwi.data.generate verify {self.path}` lists every "
+                                   "damaged sample") from None
             bad = [name for name, a in (("gathers", gathers), ("velocity", velocity)) if not np.isfinite(a).all()]
             if bad:  # checked once per read (a cached sample was checked when it was read), never on the device
                 raise DatasetError(f"{self.path}: the {' and '.join(bad)} of {self.split} sample {index} contain NaN or "

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import ContextManager
 
-import h5py
 import numpy as np
 
+from fwi.data.h5write import h5_writing
 from fwi.atomic import atomic_path, write_text
 from fwi.data.dataset import SALT_THRESHOLD
 from fwi.invert.config import RefineResult
@@ -66,7 +66,7 @@ def write_outputs(out: Path, result: RefineResult, split: str, idx: list[int], s
         np.save(tmp, v)
     salt = (result.salt_prob > 0.5) if result.salt_prob is not None else (v >= SALT_THRESHOLD)
     with atomic_path(out / "refined.h5") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5_writing(tmp, target=out / "refined.h5") as (f, _):  # a full disk: one error line, no HDF5 crash
             f.attrs["survey"] = survey.to_json()
             f.attrs["indices"] = json.dumps(idx)
             g = f.create_group(split)

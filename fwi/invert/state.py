@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fwi.atomic import atomic_path
+from fwi.atomic import atomic_path, space_guarded
 
 
 @dataclass
@@ -34,10 +34,10 @@ class RefineState:
     def save(self, path: Path, key: str, batch: int, config: dict[str, Any]) -> None:
         """Write the state atomically (a kill never leaves a half-written file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, space_guarded(tmp, "wb", target=path) as fh:  # full disk: DiskFullError
             torch.save({"key": key, "batch": batch, "param": self.param, "history": self.history, "done": self.done,
                         "elapsed": self.elapsed, "n_evals": self.n_evals, "rng": self.rng,
-                        "optimizer": self.optimizer, "config": json.dumps(config)}, tmp)
+                        "optimizer": self.optimizer, "config": json.dumps(config)}, fh)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, key: str, batch: int) -> "RefineState | None":
