@@ -13,10 +13,12 @@ import h5py
 import numpy as np
 
 from fwi.atomic import atomic_path, write_text
+from fwi.data.codec import GatherStorage
 from fwi.data.h5write import check_free_space, h5_writing
 from fwi.data.presets import Preset
 from fwi.data.store import (ARRAYS, SPLITS, DatasetError, RunningNormalisation, check_sample_arrays, create_split,
                             write_block, write_dataset)
+from fwi.data.transforms import decimate_time
 from fwi.physics import Survey
 
 
@@ -41,16 +43,20 @@ def plan_parts(sizes: dict[str, int], per_part: int) -> list[Part]:
             for split in SPLITS if split in sizes for start in range(0, sizes[split], per_part)]
 
 
-def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray], survey: Survey) -> None:
-    """Check a generated block and store it in the dataset's own layout (compressed by the worker, so that the
-    merge copies its chunks as they are), with its normalisation statistics as an attribute."""
+def write_part(parts_dir: Path, part: Part, arrays: dict[str, np.ndarray], survey: Survey,
+               storage: GatherStorage = GatherStorage()) -> None:
+    """Check a generated block and store it in the dataset's own layout (decimated, encoded and compressed by the
+    worker, so that the merge copies its chunks as they are), with the normalisation statistics of its full-rate
+    gathers as an attribute (as `fwi.data.convert` keeps the source's)."""
     check_sample_arrays(arrays, survey)
     stats = RunningNormalisation()
     stats.update(arrays["velocity"], arrays["gathers"])
+    if storage.time_decimation > 1:
+        arrays = {**arrays, "gathers": decimate_time(arrays["gathers"], storage.time_decimation)}
     with atomic_path(parts_dir / part.filename) as tmp:
         with h5_writing(tmp, parts_dir / part.filename) as (f, _):
-            create_split(f, part.count, survey)
-            write_block(f, slice(0, part.count), arrays)
+            create_split(f, part.count, survey, storage)
+            write_block(f, slice(0, part.count), arrays, storage)
             f.attrs["normalisation"] = json.dumps(stats.result())
 
 
@@ -68,8 +74,16 @@ def part_is_complete(parts_dir: Path, part: Part) -> bool:
 
 
 def manifest_for(preset_name: str, preset: Preset, seed: int, sizes: dict[str, int]) -> dict:
+    """The settings every part of a generation shares (a compact storage only when the preset has one, so that the
+    parts of earlier generations still resume)."""
+    storage = {} if preset.storage.is_default else {"gathers_storage": json.loads(preset.storage.to_json())}
     return {"preset": preset_name, "seed": seed, "sizes": sizes, "samples_per_part": preset.samples_per_part,
-            "survey": preset.survey.to_dict(), "geology": preset.geology.to_dict()}
+            "survey": preset.survey.to_dict(), "geology": preset.geology.to_dict(), **storage}
+
+
+def manifest_storage(manifest: dict) -> GatherStorage:
+    """The gather storage of a generation's manifest."""
+    return GatherStorage(**manifest.get("gathers_storage", {}))
 
 
 def prepare_parts_dir(parts_dir: Path, manifest: dict, resume: bool) -> None:
@@ -115,7 +129,7 @@ def merge_parts(out: Path, parts_dirs: list[Path], overwrite: bool = False, clea
                 yield slice(part.start, part.start + part.count), f
 
     splits = {s: blocks(s) for s in SPLITS if s in manifest["sizes"]}
-    write_dataset(out, splits, survey, sizes=manifest["sizes"], overwrite=overwrite,
+    write_dataset(out, splits, survey, sizes=manifest["sizes"], overwrite=overwrite, storage=manifest_storage(manifest),
                   attrs={"generator": {"preset": manifest["preset"], "geology": manifest["geology"]},
                          "seed": manifest["seed"]})
     if cleanup:

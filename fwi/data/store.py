@@ -12,20 +12,19 @@ One file holds the splits of one dataset::
                                          ``gathers_storage`` says (T' = ceil(nt / time_decimation))
     /<split>/gathers_scale (N,) float32  only for the scaled int16 encoding
 
-``split`` is any of ``train``, ``val``, ``test``. Arrays are chunked one sample per chunk and compressed.
+``split`` is any of ``train``, ``val``, ``test``. Arrays are chunked one sample per chunk and compressed. Checked on
+open (`read_info`, which every reader goes through): the layout, the survey, the normalisation (present, finite, min
+< max), array presence, numeric dtypes, equal lengths within a split, shapes that fit the survey and the gather
+storage. The values (finite gathers, finite positive velocity) are checked when the file is written (`write_dataset`
+checks every block) and the writer stamps the file with a *fingerprint* of its storage: the shape, dtype and the
+(address, size, filter mask) of every chunk of every array, plus the metadata attributes. Rewriting any chunk
+through HDF5 changes its size or address (or an attribute), so on open the fingerprint is recomputed from the chunk
+index alone (milliseconds, no data read) and a mismatch means the file was changed after it was checked.
+``read_info(path, full=True)`` (CLI: ``python -m fwi.data.generate verify FILE``) reads every sample and checks the
+values; ``verify --stamp`` then stamps the file.
 
-Checked on open (`read_info`, which every reader goes through): the layout, the survey, the normalisation
-(present, finite, min < max), array presence, numeric dtypes, equal lengths within a split, shapes that fit the
-survey and the gather storage. The values (finite gathers, finite positive velocity) are checked when the file is
-written (`write_dataset` checks every block) and the writer stamps the file with a *fingerprint* of its storage:
-the shape, dtype and the (address, size, filter mask) of every chunk of every array, plus the metadata attributes.
-Rewriting any chunk through HDF5 changes its size or address (or an attribute), so on open the fingerprint is
-recomputed from the chunk index alone (milliseconds, no data read) and a mismatch means the file was changed after
-it was checked. ``read_info(path, full=True)`` (CLI: ``python -m fwi.data.generate verify FILE``) reads every sample
-and checks the values; ``verify --stamp`` then stamps the file.
-
-Files written before the stamp existed are accepted: their (small) velocity arrays are checked in full on open,
-and a note says the gathers were not (run ``verify --stamp`` once to check and stamp them).
+Files written before the stamp existed are accepted: their velocity arrays are checked in full on open, and a
+note says the gathers were not (``verify --stamp`` checks and stamps them).
 
 Damage to the bytes of a chunk (a flipped bit on disk) keeps the chunk index, so the fingerprint cannot see it:
 HDF5 finds it when the chunk is read, through the deflate stream's Adler-32 (default files) or the Fletcher32
@@ -64,8 +63,7 @@ NORMALISATION_KEYS = ("v_min", "v_max", "g_min", "g_max")
 STAMP = "validated"
 #: Metadata attributes covered by the fingerprint besides the arrays.
 STAMPED_ATTRS = ("format", "survey", "normalisation", "gathers_storage")
-#: Samples per read when a whole split is checked.
-VERIFY_BLOCK = 64
+VERIFY_BLOCK = 64  # samples per read when a whole split is checked
 
 
 class DatasetError(RuntimeError):
@@ -73,11 +71,11 @@ class DatasetError(RuntimeError):
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of what made the file (recorded in it)."""
     import deepwave
     import torch
 
     import fwi
-
     return {"fwi": fwi.__version__, "torch": torch.__version__, "deepwave": deepwave.__version__,
             "numpy": np.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
 
@@ -117,17 +115,19 @@ def write_block(group: h5py.Group, where: slice, block: Mapping[str, np.ndarray]
     are encoded here.
 
     A block that is itself an HDF5 group in this layout (same dtypes, one-sample chunks, same filters, e.g. a
-    generation part) is copied chunk by chunk without decompressing and recompressing it.
-    """
+    generation part) is copied chunk by chunk, not re-encoded (an int16 file's per-sample scales by value)."""
     keys = array_keys(storage)
-    if isinstance(block, h5py.Group) and all(k in block and _same_storage(block[k], group[k]) for k in keys) \
-            and "gathers_scale" not in keys:
-        for key in keys:
+    per_sample = [k for k in keys if k != "gathers_scale"]  # the scales are chunked by split
+    if isinstance(block, h5py.Group) and all(k in block and block[k].dtype == group[k].dtype for k in keys) \
+            and all(_same_storage(block[k], group[k]) for k in per_sample):
+        for key in per_sample:
             src, dst = block[key].id, group[key].id
             tail = (0,) * (len(group[key].shape) - 1)
             for i in range(block[key].shape[0]):
                 mask, chunk = src.read_direct_chunk((i, *tail))
                 dst.write_direct_chunk((where.start + i, *tail), chunk, mask)
+        if "gathers_scale" in keys:
+            group["gathers_scale"][where] = block["gathers_scale"][()]
         return
     encoded = {"velocity": np.asarray(block["velocity"], dtype=ARRAYS["velocity"]),
                "salt_mask": np.asarray(block["salt_mask"], dtype=ARRAYS["salt_mask"]),

@@ -170,3 +170,32 @@ def test_merge_copies_compressed_parts_as_they_are_and_reads_old_uncompressed_on
     with pytest.raises(DatasetError, match="NaN"):
         write_part(tmp_path, Part("train", 3, 3), bad, preset.survey)
     assert not (tmp_path / Part("train", 3, 3).filename).exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_compact_preset_is_generated_as_generate_then_convert_would_write_it(tmp_path, workers):
+    """A preset with a compact storage (fieldsalt's) writes the decimated int16 file directly: the same gathers,
+    masks, velocities and normalisation as a float32 generation converted afterwards, and one checksummed file."""
+    import dataclasses
+
+    from fwi.data.codec import GatherStorage
+    from fwi.data.convert import convert
+    from fwi.data.dataset import FWIDataset
+    from fwi.data.presets import PRESETS
+
+    storage = GatherStorage(time_decimation=3, encoding="int16", compression="zstd")
+    name = f"tiny-int16-k3-w{workers}"
+    PRESETS.register(name, dataclasses.replace(get_preset("tiny"), storage=storage, sizes={"train": 5, "val": 2}))
+    direct = generate(tmp_path / "direct.h5", name, seed=3, workers=workers, progress=False)
+    full = generate(tmp_path / "full.h5", "tiny", seed=3, workers=1, progress=False, sizes={"train": 5, "val": 2})
+    converted = convert(full, tmp_path / "converted.h5", time_decimation=3, encoding="int16", progress=False)
+    a, b = read_info(direct), read_info(converted)
+    assert a.storage == b.storage == storage and a.sizes == b.sizes == {"train": 5, "val": 2}
+    assert a.normalisation == b.normalisation  # the full-rate train statistics, as convert keeps them
+    with h5py.File(direct, "r") as f, h5py.File(converted, "r") as g:
+        for key in ("velocity", "salt_mask", "gathers", "gathers_scale"):
+            assert np.array_equal(f["train"][key][()], g["train"][key][()]), key
+        assert f["train/gathers"].fletcher32 and f["train/gathers"].dtype == np.int16
+    raw = FWIDataset(direct, "train", normalize=False, time_decimation=3)[4]["gathers"]
+    assert raw.shape == (3, 100, 33)  # 300 samples decimated 3x
+    assert not (tmp_path / "direct.h5.parts").exists()
