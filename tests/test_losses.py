@@ -128,7 +128,8 @@ def test_total_is_the_weighted_sum_of_hand_computed_terms(kind, setup):
     assert comps["salt_dice"] == pytest.approx(float(dice), rel=1e-6)
     assert comps["physics"] == 0.0 and comps["physics_weight_now"] == 0.0 and loss.n_forward_calls == 0
     expected = 2.0 * vel_hand + 0.3 * comps["ssim"] + 0.7 * (float(bce) + float(dice))
-    assert float(total.detach()) == pytest.approx(expected, rel=1e-5) and comps["total"] == pytest.approx(expected, rel=1e-5)
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
+    assert comps["total"] == pytest.approx(expected, rel=1e-5)
     total.backward()
     assert v.grad.abs().sum() > 0 and logits.grad.abs().sum() > 0
 

@@ -1,6 +1,7 @@
 """Bytes per sample and read+decode throughput: a float32 dataset vs its compact conversions, side by side.
 
-    python experiments/bench/bench_read.py [--data data/quick.h5] [--time-decimation 8] [--out experiments/bench/results/read_cpu.md]
+    python experiments/bench/bench_read.py [--data data/quick.h5] [--time-decimation 8]
+        [--out experiments/bench/results/read_cpu.md]
 
 Converts ``--data`` (full-rate float32, salt70 geometry) with `fwi.data.convert.convert` into float16 and int16 files
 at ``--time-decimation``, then times `FWIDataset` over the train split (what training reads, normalised and

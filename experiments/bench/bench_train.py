@@ -127,7 +127,8 @@ def main() -> None:
                 f"Command: `python experiments/bench/bench_train.py --memory-only --batch {args.batch}`; peak RSS "
                 f"increase of one step in a fresh process (VmHWM reset in the child).\n\n"
                 f"| physics loss | peak RSS increase |\n|---|---|\n"
-                f"| off | {peaks['physics off'] / gib:.2f} GiB |\n| on (5 shots/sample) | {peaks['physics on'] / gib:.2f} GiB |\n")
+                f"| off | {peaks['physics off'] / gib:.2f} GiB |\n"
+                f"| on (5 shots/sample) | {peaks['physics on'] / gib:.2f} GiB |\n")
         print(text)
         out = args.out or Path(__file__).parent / "results" / "train_memory_cpu.md"
         out.write_text(text)
@@ -200,7 +201,8 @@ def main() -> None:
              f"deepwave {deepwave.__version__}, {torch.get_num_threads()} threads; internal step ratio "
              f"{survey.step_ratio()} (dt 1 ms, max velocity {survey.max_velocity:g} m/s).", "",
              "| measurement | seconds | samples/s | ratio |", "|---|---|---|---|",
-             f"| training step, physics off | {med['physics off']:.3f} | {args.batch / med['physics off']:.2f} | 1.00 |",
+             f"| training step, physics off | {med['physics off']:.3f} | "
+             f"{args.batch / med['physics off']:.2f} | 1.00 |",
              f"| training step, physics on (5 shots/sample) | {med['physics on']:.3f} | "
              f"{args.batch / med['physics on']:.2f} | {med['physics on'] / med['physics off']:.2f}x |",
              f"| bare deepwave forward+backward | {med['bare deepwave fwd+bwd']:.3f} | "

@@ -11,7 +11,6 @@ background velocity FWI must get right to place reflectors), the short-wavelengt
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import h5py
@@ -63,7 +62,8 @@ def head_quality(out: Path, data: str, split: str) -> list[str]:
             true = np.stack([f[split]["salt_mask"][i, 0] for i in z["indices"].tolist()]) > 0.5
             precision = (head & true).sum() / max(head.sum(), 1)
             recall = (head & true).sum() / max(true.sum(), 1)
-            rows.append(f"| {path.stem.split('__')[0]} | {precision:.3f} | {recall:.3f} | {head.sum() / len(head):.0f} |")
+            rows.append(f"| {path.stem.split('__')[0]} | {precision:.3f} | {recall:.3f} | "
+                        f"{head.sum() / len(head):.0f} |")
     return rows
 
 
@@ -103,8 +103,8 @@ def main() -> None:
     heads = head_quality(out, args.data, args.split)
     if heads:
         lines += ["", "Salt head against the true salt (cells the `salt-fill` job changed = head p > 0.5, outside "
-                  "cells already at 4500 m/s): precision = share of the head's salt that is salt, recall = share of the "
-                  "salt the head finds.", "", "| start | precision | recall | head salt cells per model |",
+                  "cells already at 4500 m/s): precision = share of the head's salt that is salt, recall = share "
+                  "of the salt the head finds.", "", "| start | precision | recall | head salt cells per model |",
                   "|---|---|---|---|"] + heads
     write_text(out / "diagnosis.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,4 +1,5 @@
-"""Refresh the tables of README.md between ``<!-- table:PATH -->`` and ``<!-- /table -->`` from results/PATH (tables only).
+"""Refresh the tables of README.md between ``<!-- table:PATH -->`` and ``<!-- /table -->`` from results/PATH
+(tables only).
 
     python experiments/fwi_refine/fill_tables.py
 """

@@ -5,11 +5,11 @@
         --methods plain-l2,adam+precond,sgd,sgd+salt-pin,network-prior,salt-fill --refs
 
 Every (start, method) job writes ``results/<tag>/<start>__<method>.json`` (per-model metrics before/after, the
-per-iteration history, seconds) and ``<start>__<method>.npz`` (start and refined models, float16) when it finishes; a job
-whose JSON exists with the same settings and models is
-skipped, and an interrupted job resumes from its state file (``results/<tag>/state/``), so the study completes across
-sessions. ``results/<tag>/study.csv`` is rebuilt from the JSON files after every job. Models are refined in chunks of
-``--chunk`` (deepwave models a whole chunk in one call; memory grows with it).
+per-iteration history, seconds) and ``<start>__<method>.npz`` (start and refined models, float16) when it finishes; a
+job whose JSON exists with the same settings and models is skipped, and an interrupted job resumes from its state file
+(``results/<tag>/state/``), so the study completes across sessions. ``results/<tag>/study.csv`` is rebuilt from the
+JSON files after every job. Models are refined in chunks of ``--chunk`` (deepwave models a whole chunk in one call;
+memory grows with it).
 
 Methods (``METHODS``): each is a set of `fwi.invert.RefineConfig` fields, applied to the network's prediction (or a
 reference start); ``salt-fill`` is not FWI: the network's velocity with the confident salt cells set to the salt

@@ -51,7 +51,8 @@ def residual_after(out: Path, method: str = "sgd+multiscale") -> float | None:
     path = out / "study.csv"
     if not path.exists():
         return None
-    rows = [r for r in csv.DictReader(path.open()) if r["method"] == method and r["start"] not in ("smooth-true", "trend")]
+    rows = [r for r in csv.DictReader(path.open())
+            if r["method"] == method and r["start"] not in ("smooth-true", "trend")]
     return float(np.mean([float(r["misfit_after"]) for r in rows])) if rows else None
 
 
@@ -93,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{int(has_salt[k].sum())}/{len(truth)} |")
     residual = residual_after(out)
     if residual is not None:
-        lines += ["", f"Relative data misfit left by sgd+multiscale from the network starts (study.csv): {residual:.3f}. "
-                  f"A band whose +{args.percent:g} % change moves the data by less than that is not constrained by the fit."]
+        lines += ["", "Relative data misfit left by sgd+multiscale from the network starts (study.csv): "
+                  f"{residual:.3f}. A band whose +{args.percent:g} % change moves the data by less than that is not "
+                  "constrained by the fit."]
     write_text(out / "sensitivity.md", "\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(5, 4), constrained_layout=True)

@@ -162,7 +162,7 @@ def main() -> None:
                     cols = " | ".join(_fmt(g, se, k, sign=True) for (g, se, _), (k, _) in zip(gains, METRICS))
                     runs = "selection" if selection else "fresh"
                     lines.append(f"| {variant} | {size} | {runs} | {gains[0][2]} | {cols} |")
-        for (metric, title), ax in zip(METRICS, axes):
+        for (metric, _title), ax in zip(METRICS, axes):
             color = None  # the selection point takes the colour of the variant's fresh line
             for selection in (False, True):
                 points = [(s, paired_gain(cells, variant, s, metric, selection)) for s in sizes]

@@ -5,5 +5,5 @@ One module per job: :mod:`~fwi.ablation.spec` (spec validation, cells and their 
 :mod:`~fwi.ablation.results` (metrics of the runs, results.csv), :mod:`~fwi.ablation.stats` (mean ± std,
 pooled variance, Student's t, differences), :mod:`~fwi.ablation.report` (report.md, ``build_report``),
 :mod:`~fwi.ablation.plots`, :mod:`~fwi.ablation.wandb_summary` and :mod:`~fwi.ablation.cli`
-(``python -m fwi.ablate`` / ``python -m fwi.ablation`` / ``fwi-ablate``, entry point ``fwi.ablation.cli:main``).
+(``python -m fwi.ablate`` / ``fwi-ablate``, both ``fwi.ablation.cli:main``).
 """

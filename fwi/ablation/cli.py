@@ -27,13 +27,14 @@ A spec (``configs/ablation/*.yaml``)::
 
 Every cell (run ``<ablation>-<label>-<phys|nophys>-s<seed>`` under ``<out>/<ablation>/runs``, group ``<ablation>``)
 writes its resolved config as ``<run>/cell.yaml`` and runs ``python -m fwi.train --config <run>/cell.yaml`` as a
-subprocess (``--jobs N`` at once, each local child then gets ``OMP_NUM_THREADS = cores // N``; ``--launcher
-slurm --partition P --gpus G --time MIN`` submits them as SLURM jobs through submitit, see :mod:`fwi.launch`).
-Its output goes to ``<run>/ablate.out.log`` / ``ablate.err.log``. Finished cells (summary.json present) are skipped, so an interrupted ablation resumes (a cell with a last.pt continues with
-``--resume``; one whose checkpoint is gone, e.g. on a fresh machine, starts anew); a failing cell gets
-``<run>/error.txt`` (exit code and the end of its stderr) and the others go on.
-After training, the cell is evaluated on the test split by `fwi.evaluate`; the report uses those test metrics and
-falls back to the validation metrics of summary.json where there are none (the ``source`` column says which).
+subprocess (``--jobs N`` at once, each local child then gets ``OMP_NUM_THREADS = cores // N``; ``--launcher slurm
+--partition P --gpus G --time MIN`` submits them as SLURM jobs through submitit, see :mod:`fwi.launch`). Its output
+goes to ``<run>/ablate.out.log`` / ``ablate.err.log``. Finished cells (summary.json present) are skipped, so an
+interrupted ablation resumes (a cell with a last.pt continues with ``--resume``; one whose checkpoint is gone, e.g. on
+a fresh machine, starts anew); a failing cell gets ``<run>/error.txt`` (exit code and the end of its stderr) and the
+others go on. After training, the cell is evaluated on the test split by `fwi.evaluate`; the report uses those test
+metrics and falls back to the validation metrics of summary.json where there are none (the ``source`` column says
+which).
 
 Outputs in ``<out>/<ablation>/``: ablation.json (resolved spec and cells), results.csv (one row per cell),
 report.md (per variant mean ± std over seeds, differences to the baseline, rankings, failed cells),

@@ -149,8 +149,8 @@ class FWIDataset(Dataset):
                                    "damaged sample") from None
             bad = [name for name, a in (("gathers", gathers), ("velocity", velocity)) if not np.isfinite(a).all()]
             if bad:  # checked once per read (a cached sample was checked when it was read), never on the device
-                raise DatasetError(f"{self.path}: the {' and '.join(bad)} of {self.split} sample {index} contain NaN or "
-                                   "inf (a data error, not a training one; check the file with "
+                raise DatasetError(f"{self.path}: the {' and '.join(bad)} of {self.split} sample {index} contain "
+                                   "NaN or inf (a data error, not a training one; check the file with "
                                    "`python -m fwi.data.generate verify`)")
             cached = self.transform.prepare(gathers, velocity, mask)
             if self.cache is not None:

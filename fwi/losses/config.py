@@ -45,7 +45,8 @@ class LossConfig:
                 raise ValueError(f"loss.{name} must be a finite number >= 0, got {value}")
         if all(float(getattr(self, name)) == 0 for name in weights):
             raise ValueError(f"at least one of loss.{', loss.'.join(weights)} must be > 0 (nothing to train on)")
-        for name, low in (("physics_shots", 0), ("physics_samples", 0), ("physics_start_epoch", 0), ("physics_ramp_epochs", 0),
+        for name, low in (("physics_shots", 0), ("physics_samples", 0), ("physics_start_epoch", 0),
+                          ("physics_ramp_epochs", 0),
                           ("physics_gradient_sampling", 1), ("physics_checkpoint_segments", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

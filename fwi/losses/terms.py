@@ -1,4 +1,5 @@
-"""Training losses: supervised velocity (L1/L2, optional SSIM), salt mask (BCE + Dice) and a physics-informed data misfit.
+"""Training losses: supervised velocity (L1/L2, optional SSIM), salt mask (BCE + Dice) and a physics-informed data
+misfit.
 
 The physics term re-models the shot gathers of the *predicted* velocity with deepwave and compares them with the
 observed gathers, as in UPFWI (Jin et al., "Unsupervised learning of full-waveform inversion: connecting CNN and

@@ -211,13 +211,15 @@ class Survey:
         ppw = self.points_per_wavelength(vmin)
         if ppw < MIN_POINTS_PER_WAVELENGTH:
             warnings.warn(
-                f"only {ppw:.1f} grid points per minimum wavelength (vmin {vmin:g} m/s, fmax ~{self.max_frequency:g} Hz, "
+                f"only {ppw:.1f} grid points per minimum wavelength (vmin {vmin:g} m/s, "
+                f"fmax ~{self.max_frequency:g} Hz, "
                 f"dx {self.dx:g} m); at least {MIN_POINTS_PER_WAVELENGTH:g} avoid strong numerical dispersion",
                 stacklevel=2)
 
     @property
     def max_frequency(self) -> float:
-        """Practical upper frequency of the Ricker wavelet: 2 x its centre frequency (spectrum down to ~20% of its peak)."""
+        """Practical upper frequency of the Ricker wavelet: 2 x its centre frequency (spectrum down to ~20% of its
+        peak)."""
         return 2.0 * self.freq
 
     def points_per_wavelength(self, vmin: float) -> float:

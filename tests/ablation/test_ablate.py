@@ -38,7 +38,8 @@ def ablation(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ablate")
     data = generate(tmp / "tiny.h5", "tiny", sizes={"train": 4, "val": 2, "test": 2}, progress=False)
     # evaluate: false keeps the test fast; the test-split path is covered by test_report_prefers_test_metrics
-    spec = tiny_spec(data, evaluate=False, notes="Chosen so that **this note** reaches the report.", extra=[{"variant": {"label": "toobig", "batch_size": 64}, "seeds": [0]}])
+    spec = tiny_spec(data, evaluate=False, notes="Chosen so that **this note** reaches the report.",
+                     extra=[{"variant": {"label": "toobig", "batch_size": 64}, "seeds": [0]}])
     spec_path = tmp / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     out = tmp / "experiments"
@@ -222,7 +223,8 @@ def test_only_matches_the_run_name_without_the_ablation_name():
     ({"nmae": "x"},
      r"unknown key\(s\) \['nmae'\] in ablation spec .*valid keys: name, description, notes, findings, base"),
     ({"grid": {"variants": [{"label": "a", "atn": "se"}]}},
-     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, physics_weight, branch_of, branch_at, data, .*attn, encoder_attn"),
+     r"unknown key\(s\) \['atn'\] in grid.variants\[0\]; valid keys: label, physics_weight, branch_of, branch_at, "
+     r"data, .*attn, encoder_attn"),
     ({"grid": {"variants": [{"label": "none"}], "seed": [0]}},
      r"unknown key\(s\) \['seed'\] in grid; valid keys: variants, physics, seeds"),
     ({"extra": [{"variant": {"label": "x"}, "seed": [0]}]}, r"in extra\[0\]; valid keys: variant, seeds, physics"),
