@@ -199,3 +199,21 @@ def test_a_compact_preset_is_generated_as_generate_then_convert_would_write_it(t
     raw = FWIDataset(direct, "train", normalize=False, time_decimation=3)[4]["gathers"]
     assert raw.shape == (3, 100, 33)  # 300 samples decimated 3x
     assert not (tmp_path / "direct.h5.parts").exists()
+
+
+def test_running_normalisation_equals_the_transform_of_every_sample(tiny_dataset):
+    """The gather bounds come from the extremes only (the transform is monotonic): bit for bit the min/max of
+    sign(g) log1p(|g|) over every sample, as the normalisation of recorded datasets was computed."""
+    from fwi.data.store import RunningNormalisation
+    from fwi.data.transforms import signed_log1p
+
+    with h5py.File(tiny_dataset, "r") as f:
+        velocity, gathers = f["train/velocity"][()], f["train/gathers"][()]
+    stats = RunningNormalisation()
+    for i in range(0, len(gathers), 5):
+        stats.update(velocity[i:i + 5], gathers[i:i + 5])
+    full = signed_log1p(gathers)
+    result = stats.result()
+    assert (result["g_min"], result["g_max"]) == (float(full.min()), float(full.max()))
+    assert (result["v_min"], result["v_max"]) == (float(velocity.min()), float(velocity.max()))
+    assert result == read_info(tiny_dataset).normalisation
