@@ -66,7 +66,7 @@ def pred_of(v_norm: torch.Tensor, logits: torch.Tensor | None = None) -> dict:
     (dict(ssim_weight=float("nan")), "ssim_weight"),
     (dict(supervised_weight=0.0, salt_weight=0.0), "at least one"),
     (dict(physics_shots=-1), "physics_shots"),
-    (dict(physics_gradient_sampling=0), "physics_gradient_sampling"),
+    (dict(physics_gradient_sampling=-1), "physics_gradient_sampling"),
     (dict(physics_checkpoint_segments=-2), "physics_checkpoint_segments"),
     (dict(physics_ramp_epochs=1.5), "physics_ramp_epochs"),
     (dict(physics_depth_power=-1.0), "physics_depth_power"),

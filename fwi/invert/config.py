@@ -56,7 +56,7 @@ class RefineConfig:
     filter_order: int = 4
     storage_mode: str | None = None  # forward_model memory options
     storage_compression: bool = False
-    gradient_sampling: int = 1
+    gradient_sampling: int = 0  # store every k-th step for the gradient; 0 = Survey.lossless_gradient_sampling()
     checkpoint_segments: int | None = None
     lbfgs_history: int = 10
     seed: int = 0
@@ -102,8 +102,8 @@ class RefineConfig:
             raise ValueError(f"salt_confidence is a probability in (0, 1), got {self.salt_confidence}")
         if self.storage_mode not in STORAGE_MODES:
             raise ValueError(f"storage_mode must be one of {STORAGE_MODES}, got {self.storage_mode!r}")
-        if self.gradient_sampling < 1 or survey.nt % self.gradient_sampling:
-            raise ValueError(f"gradient_sampling must be >= 1 and divide nt = {survey.nt}, got "
+        if self.gradient_sampling < 0 or (self.gradient_sampling and survey.nt % self.gradient_sampling):
+            raise ValueError(f"gradient_sampling must be 0 (auto) or divide nt = {survey.nt}, got "
                              f"{self.gradient_sampling}")
         if self.save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {self.save_every}")

@@ -99,7 +99,8 @@ class Problem:
         """Gathers (B, S', T', R) of (B, nz, nx) velocities, decimated and filtered like the observed ones."""
         c = self.config
         data = forward_model(velocity, self.survey, shots=shots, check=False, storage_mode=c.storage_mode,
-                             storage_compression=c.storage_compression, gradient_sampling_interval=c.gradient_sampling,
+                             storage_compression=c.storage_compression,
+                             gradient_sampling_interval=c.gradient_sampling or self.survey.lossless_gradient_sampling(),
                              checkpoint_segments=c.checkpoint_segments)
         return self.filtered(decimate_time(data, c.time_decimation), cutoff)
 

@@ -28,7 +28,7 @@ class LossConfig:
     physics_ramp_epochs: int = 0  # then linear ramp of its weight over this many epochs
     physics_storage: Literal["device", "cpu", "disk"] = "device"
     physics_compression: bool = False
-    physics_gradient_sampling: int = 1
+    physics_gradient_sampling: int = 1  # wavefield every k-th step for the gradient (0: the lossless k of the survey)
     physics_checkpoint_segments: int = 0  # 0 = off
     physics_depth_power: float = 0.0  # > 0: physics gradient w.r.t. the predicted velocity x (z / z_max)^p
 
@@ -46,8 +46,8 @@ class LossConfig:
         if all(float(getattr(self, name)) == 0 for name in weights):
             raise ValueError(f"at least one of loss.{', loss.'.join(weights)} must be > 0 (nothing to train on)")
         for name, low in (("physics_shots", 0), ("physics_samples", 0), ("physics_start_epoch", 0),
-                          ("physics_ramp_epochs", 0),
-                          ("physics_gradient_sampling", 1), ("physics_checkpoint_segments", 0)):
+                          ("physics_ramp_epochs", 0), ("physics_gradient_sampling", 0),
+                          ("physics_checkpoint_segments", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"loss.{name} must be an integer >= {low}, got {value!r}")

@@ -85,7 +85,7 @@ class FWILoss(nn.Module):
         if int(data_time_decimation) != data_time_decimation or data_time_decimation < 1:
             raise ValueError(f"data_time_decimation must be an integer >= 1, got {data_time_decimation}")
         if cfg.physics_weight > 0:
-            if survey.nt % cfg.physics_gradient_sampling:
+            if survey.nt % (cfg.physics_gradient_sampling or 1):
                 raise ValueError(f"loss.physics_gradient_sampling ({cfg.physics_gradient_sampling}) must divide "
                                  f"survey.nt ({survey.nt}); deepwave refuses a remainder")
             if cfg.physics_checkpoint_segments > survey.nt:
@@ -95,6 +95,8 @@ class FWILoss(nn.Module):
                 raise ValueError(f"survey.max_velocity ({survey.max_velocity:g} m/s) must exceed the physics lower "
                                  f"clamp {PHYSICS_MIN_VELOCITY:g} m/s")
         self.cfg, self.survey, self.normalizer = cfg, survey, normalizer
+        #: deepwave's model_gradient_sampling_interval (``physics_gradient_sampling``, 0: the survey's lossless one)
+        self.gradient_sampling = cfg.physics_gradient_sampling or survey.lossless_gradient_sampling()
         self.data_time_decimation = int(data_time_decimation)
         self.n_forward_calls = 0
         self.last_shots: torch.Tensor | None = None  # (B', S') shots of the last physics evaluation
@@ -149,7 +151,7 @@ class FWILoss(nn.Module):
         self.n_forward_calls += 1
         raw = forward_model(
             v_ms, self.survey, shots=shots, storage_mode=c.physics_storage, storage_compression=c.physics_compression,
-            gradient_sampling_interval=c.physics_gradient_sampling,
+            gradient_sampling_interval=self.gradient_sampling,
             checkpoint_segments=c.physics_checkpoint_segments or None,
             check=False)  # clamped above; the per-call dispersion warning would only repeat itself
         return self.normalizer.gathers(decimate_time(raw, self.data_time_decimation))
@@ -180,7 +182,7 @@ class FWILoss(nn.Module):
         return dict(deepwave.estimate_memory(
             "scalar", self.survey.shape, self.survey.nt, batch_size * self.shots_per_sample, dtype,
             accuracy=self.survey.accuracy, pml_width=self.survey.pml_width,
-            model_gradient_sampling_interval=c.physics_gradient_sampling, storage_mode=c.physics_storage,
+            model_gradient_sampling_interval=self.gradient_sampling, storage_mode=c.physics_storage,
             storage_compression=c.physics_compression, models_requiring_grad=["v"], device=device,
             n_segments=c.physics_checkpoint_segments or None))
 

@@ -122,6 +122,29 @@ def test_memory_options_give_the_same_gradient():
     assert torch.nn.functional.cosine_similarity(sampled.flatten(), ref.flatten(), dim=0) > 0.95
 
 
+def test_the_lossless_gradient_sampling_keeps_the_gradient_and_a_coarser_one_does_not():
+    """Survey.lossless_gradient_sampling: the forward x adjoint product is band-limited to ~6 x the Ricker frequency,
+    so summing it every k-th step with 1 / (k dt) above that keeps the gradient; far below it aliasing shows."""
+    survey = Survey(nz=24, nx=30, dx=10.0, nt=300, dt=0.001, freq=15.0, n_sources=2, n_receivers=30)
+    k = survey.lossless_gradient_sampling()
+    assert k == 10 and survey.nt % k == 0 and 1 / (k * survey.dt) > 6 * survey.freq
+    assert Survey(nt=1250, dt=0.0016, freq=7.0).lossless_gradient_sampling() == 10  # fieldsalt's
+    assert Survey(nt=997, dt=0.001).lossless_gradient_sampling() == 1  # a prime nt: nothing divides it
+    true = torch.full((1, 24, 30), 2200.0)
+    true[:, 12:] = 3000.0
+    observed = forward_model(true, survey)
+
+    def grad(interval: int) -> torch.Tensor:
+        v = torch.full((1, 24, 30), 2400.0, requires_grad=True)
+        forward_model(v, survey, gradient_sampling_interval=interval).sub(observed).square().sum().backward()
+        return v.grad[0, 2:].flatten().double()  # below the source row
+
+    exact = grad(1)
+    cos = [float(torch.nn.functional.cosine_similarity(grad(i), exact, dim=0)) for i in (k, 50)]
+    assert cos[0] > 1 - 1e-6
+    assert cos[1] < 1 - 1e-4  # 50 ms sampling (Nyquist 10 Hz) aliases: the test can fail
+
+
 @pytest.mark.parametrize("bad, message", [
     (torch.full((1, 20, 20), float("nan")), "NaN"),
     (torch.full((1, 20, 20), -5.0), "positive"),
