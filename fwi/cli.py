@@ -38,6 +38,17 @@ def friendly_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapped
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--workers 0`` is an error, not a silent 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's error style: one ``error: ... (see PROG --help)`` line and exit 2, no usage dump.
 

@@ -184,3 +184,18 @@ def test_a_dataset_with_an_empty_validation_split_is_refused_before_training(tmp
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "empty 'val' split" in err[0]
     assert not (tmp_path / "runs" / "r").exists()  # refused before anything was written
+
+
+def test_a_time_decimation_that_leaves_no_usable_record_is_refused(tiny_dataset, tmp_path, capsys):
+    assert main(args(tiny_dataset, tmp_path, "--name", "d", "--time-decimation", "1000")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "1 of 300 time samples" in err[0] and "valid range 1..13" in err[0]
+    assert not (tmp_path / "d").exists()
+
+
+def test_generation_refuses_zero_workers_in_one_line(tmp_path):
+    from fwi.data.generate import main as generate_main
+
+    with pytest.raises(SystemExit) as stop:
+        generate_main(["--preset", "tiny", "--out", str(tmp_path / "g.h5"), "--workers", "0"])
+    assert stop.value.code == 2 and not (tmp_path / "g.h5").exists()

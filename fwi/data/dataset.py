@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fwi.data.codec import StorageError, check_time_decimation
+from fwi.data.codec import StorageError, check_decimation_bound, check_time_decimation
 from fwi.data.store import DatasetError, read_info
 from fwi.data.transforms import Normalizer, decimate_time, mirror_sample, signed_log1p
 from fwi.physics import Survey
@@ -100,6 +100,7 @@ class FWIDataset(Dataset):
         self.storage = self.info.storage
         try:
             remaining = check_time_decimation(self.storage, time_decimation, path)
+            check_decimation_bound(self.survey, time_decimation)  # a record the decimation leaves usable
         except StorageError as exc:
             raise DatasetError(str(exc)) from None
         self.time_decimation = time_decimation

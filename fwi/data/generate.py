@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from fwi.atomic import disk_full_hint
-from fwi.cli import ArgumentParser, friendly_errors
+from fwi.cli import ArgumentParser, friendly_errors, positive_int
 from fwi.data.codec import COMPRESSIONS, ENCODINGS
 from fwi.data.convert import convert
 from fwi.data.output import check_out, lock_path, remove_debris
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="salt70", choices=PRESETS.names())
     p.add_argument("--out", type=Path, help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted generation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--shard", type=parse_shard, help="generate only shard i of n (then run `merge`)")

@@ -32,7 +32,7 @@ from fwi.data.dataset import SALT_THRESHOLD as DEFAULT_SALT_THRESHOLD
 from fwi.data.store import SPLITS, RunningNormalisation, write_dataset
 from fwi.io.matfile import read_mat_velocity
 from fwi.io.segy import read_gathers, read_velocity, stack_gathers
-from fwi.io.velocity_files import check_velocity_values
+from fwi.io.units import check_velocity_values
 from fwi.physics import Survey, forward_model
 from fwi.cli import ArgumentParser, friendly_errors
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fwi.io.velocity_files import check_velocity_values
+from fwi.io.units import check_velocity_values
 
 #: Keys under which the FCNVMB / DD-Net / SEG salt files store their model, in order of preference.
 VELOCITY_KEYS = ("vmodel", "velocity", "vel", "model", "v", "data")

@@ -10,7 +10,8 @@ import pytest
 import scipy.io
 
 from fwi.io.segy import write_velocity
-from fwi.io.velocity_files import check_velocity_values, load_velocity_file
+from fwi.io.units import check_velocity_values
+from fwi.io.velocity_files import load_velocity_file
 
 
 def model() -> np.ndarray:
