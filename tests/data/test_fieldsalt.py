@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from fwi.data.dataset import FWIDataset
 from fwi.data.generate import generate
 from fwi.data.geology import FIELD_SALT, FIELD_SALT_SHIFTED, GeologyConfig, generate_model
 from fwi.data.presets import get_preset
@@ -178,7 +179,10 @@ def test_shifted_family_generates_into_a_dataset(tmp_path):
     info = read_info(path)
     assert info.sizes == {"train": 1, "test": 1} and info.survey == SURVEY
     with h5py.File(path, "r") as f:
-        gathers, velocity = f["test/gathers"][()], f["test/velocity"][()]
-    assert gathers.shape == (1, 15, 1250, 151) and np.isfinite(gathers).all() and np.abs(gathers).max() > 0
+        stored, velocity = f["test/gathers"], f["test/velocity"][()]
+        assert stored.shape == (1, 15, 125, 151) and stored.dtype == np.int16 and stored.fletcher32  # compact
+    assert info.storage.time_decimation == 10 and info.storage.encoding == "int16"
+    gathers = FWIDataset(path, "test", normalize=False, time_decimation=10)[0]["gathers"].numpy()
+    assert gathers.shape == (15, 125, 151) and np.isfinite(gathers).all() and np.abs(gathers).max() > 0
     expected, _ = generate_model(np.random.SeedSequence([3, 2, 0]), NZ, NX, FIELD_SALT_SHIFTED)
     np.testing.assert_array_equal(velocity[0, 0], expected)
