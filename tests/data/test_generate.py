@@ -173,7 +173,7 @@ def test_merge_copies_compressed_parts_as_they_are_and_reads_old_uncompressed_on
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_compact_preset_is_generated_as_generate_then_convert_would_write_it(tmp_path, workers):
+def test_a_compact_preset_is_generated_as_generate_then_convert_would_write_it(tmp_path, workers, monkeypatch):
     """A preset with a compact storage (fieldsalt's) writes the decimated int16 file directly: the same gathers,
     masks, velocities and normalisation as a float32 generation converted afterwards, and one checksummed file."""
     import dataclasses
@@ -185,7 +185,8 @@ def test_a_compact_preset_is_generated_as_generate_then_convert_would_write_it(t
 
     storage = GatherStorage(time_decimation=3, encoding="int16", compression="zstd")
     name = f"tiny-int16-k3-w{workers}"
-    PRESETS.register(name, dataclasses.replace(get_preset("tiny"), storage=storage, sizes={"train": 5, "val": 2}))
+    preset = dataclasses.replace(get_preset("tiny"), storage=storage, sizes={"train": 5, "val": 2})
+    monkeypatch.setitem(PRESETS._table, name, preset)  # registered for this test only
     direct = generate(tmp_path / "direct.h5", name, seed=3, workers=workers, progress=False)
     full = generate(tmp_path / "full.h5", "tiny", seed=3, workers=1, progress=False, sizes={"train": 5, "val": 2})
     converted = convert(full, tmp_path / "converted.h5", time_decimation=3, encoding="int16", progress=False)
