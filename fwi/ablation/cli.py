@@ -89,6 +89,9 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("ablation_dir", help="e.g. experiments/salt70_attention")
     p.add_argument("--wandb", choices=["online", "offline", "disabled"], default="disabled",
                    help="also log a W&B summary run (default: disabled)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="report only these seeds' cells, into <ablation_dir>/seeds-<a>-<b>/ (e.g. the final "
+                        "comparison of variants selected on other seeds)")
     return p
 
 
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         abl_dir = Path(args.ablation_dir)
         if not abl_dir.is_dir():
             raise FileNotFoundError(f"ablation directory {abl_dir} does not exist")
-        build_report(abl_dir, args.wandb)
-        print(f"report: {abl_dir / 'report.md'}")
+        build_report(abl_dir, args.wandb, seeds=args.seeds)
+        seeds = "" if args.seeds is None else "seeds-" + "-".join(map(str, sorted(set(args.seeds))))
+        print(f"report: {abl_dir / seeds / 'report.md'}")
         return 0
     return run_ablation(_run_parser().parse_args(argv), argv)

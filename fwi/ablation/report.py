@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fwi.ablation.plots import make_plots
 from fwi.ablation.results import METRICS, REFINED_METRICS, collect, has_refined, read_csv, read_json, write_csv
@@ -280,20 +280,40 @@ def _refresh_prose(info: dict[str, Any]) -> None:
             info["spec"][key] = spec.get(key)
 
 
-def build_report(abl_dir: Path, wandb: str = "disabled") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """results.csv, report.md, the plots (and the W&B summary run unless disabled) from the run directories."""
+def build_report(abl_dir: Path, wandb: str = "disabled", seeds: Sequence[int] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """results.csv, report.md, the plots (and the W&B summary run unless disabled) from the run directories.
+
+    ``seeds``: only the cells of these seeds, written to ``<abl_dir>/seeds-<a>-<b>/`` (e.g. the final comparison of
+    an ablation whose variants were selected on other seeds); the full report is left as it is."""
     info = read_json(abl_dir / "ablation.json")
     if info is None:
         raise FileNotFoundError(f"{abl_dir / 'ablation.json'} not found: is {abl_dir} an ablation directory "
                                 "(written by `python -m fwi.ablate SPEC.yaml`)?")
     info["out"] = str(abl_dir.parent)
     _refresh_prose(info)
+    target = abl_dir
+    if seeds is not None:
+        known = sorted({int(c["seed"]) for c in info["cells"]})
+        if not set(seeds) <= set(known):
+            raise ValueError(f"--seeds {' '.join(map(str, seeds))}: the ablation's seeds are "
+                             f"{', '.join(map(str, known))}")
+        info["cells"] = [c for c in info["cells"] if int(c["seed"]) in set(seeds)]
+        target = abl_dir / ("seeds-" + "-".join(map(str, sorted(set(seeds)))))
+        target.mkdir(exist_ok=True)
+        wandb = "disabled"  # one W&B summary per ablation: the full one
     rows = collect(info, abl_dir)
-    write_csv(rows, abl_dir / "results.csv")
-    rows = read_csv(abl_dir / "results.csv")  # the report uses exactly what the CSV holds
+    write_csv(rows, target / "results.csv")
+    rows = read_csv(target / "results.csv")  # the report uses exactly what the CSV holds
     groups = aggregate(rows)
-    plots = make_plots(groups, abl_dir, info["baseline"])
-    write_text(abl_dir / "report.md", render_report(info, rows, groups, plots))
+    plots = make_plots(groups, target, info["baseline"])
+    text = render_report(info, rows, groups, plots)
+    if seeds is not None:  # say so under the title
+        title, _, rest = text.partition("\n")
+        text = (f"{title}\n\n> Only the cells of seed(s) {', '.join(map(str, sorted(set(seeds))))} "
+                f"(`python -m fwi.ablate report {abl_dir} --seeds {' '.join(map(str, sorted(set(seeds))))}`); "
+                f"the report of every cell is `../report.md`.\n{rest}")
+    write_text(target / "report.md", text)
     log_summary(info, rows, groups, abl_dir, wandb, plots)
     return rows, groups
 

@@ -372,3 +372,19 @@ def test_recorded_ablation_rebuilds_byte_identically(tmp_path, monkeypatch):
     assert ablate.main(["report", str(copy)]) == 0
     for name in names:
         assert (copy / name).read_bytes() == (recorded / name).read_bytes(), name
+
+
+def test_report_of_some_seeds_only(ablation, capsys):
+    """``report --seeds 1``: the same rows as the full results.csv, restricted to seed 1, in seeds-1/, and a report
+    that says so; the full report is untouched; an unknown seed is one error line."""
+    abl_dir = ablation["dir"]
+    full_csv, full_report = (abl_dir / "results.csv").read_bytes(), (abl_dir / "report.md").read_text()
+    assert ablate.main(["report", str(abl_dir), "--seeds", "1"]) == 0
+    sub = rows_of(abl_dir / "seeds-1")
+    assert sub and sub == [r for r in rows_of(abl_dir) if r["seed"] == 1]
+    report = (abl_dir / "seeds-1" / "report.md").read_text()
+    assert "Only the cells of seed(s) 1" in report and "seeds-1" not in full_report
+    assert (abl_dir / "results.csv").read_bytes() == full_csv and (abl_dir / "report.md").read_text() == full_report
+    capsys.readouterr()
+    assert ablate.main(["report", str(abl_dir), "--seeds", "7"]) == 2
+    assert "the ablation's seeds are 0, 1" in capsys.readouterr().err
