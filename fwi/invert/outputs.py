@@ -15,9 +15,10 @@ from typing import ContextManager
 
 import numpy as np
 
-from fwi.data.h5write import h5_writing
 from fwi.atomic import atomic_path, write_text
 from fwi.data.dataset import SALT_THRESHOLD
+from fwi.data.h5write import h5_writing
+from fwi.data.output import remove_debris
 from fwi.invert.config import RefineResult
 from fwi.lock import exclusive_lock
 from fwi.physics import Survey
@@ -46,14 +47,12 @@ def out_lock(out: str | os.PathLike) -> ContextManager[Path]:
 def clear_outputs(out: Path) -> list[Path]:
     """Remove the results of a previous run in ``out`` (metrics.json first) and temporary files of a killed writer
     (``.*.tmp*``, here and in state/); the resumable states stay. Call it holding `out_lock`."""
-    paths = [out / name for name in OUTPUTS] + sorted(out.glob("refined-*.sgy"))
-    paths += [p for where in (out, out / "state") for p in sorted(where.glob(".*.tmp*"))]
     removed = []
-    for path in paths:
+    for path in [out / name for name in OUTPUTS] + sorted(out.glob("refined-*.sgy")):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(path)
-    return removed
+    return removed + [p for where in (out, out / "state") if where.is_dir() for p in remove_debris(where)]
 
 
 def write_outputs(out: Path, result: RefineResult, split: str, idx: list[int], survey: Survey, truth: np.ndarray,
