@@ -81,7 +81,8 @@ def main() -> None:
                   f"{s['iou_after']:.3f}, misfit {s['misfit_before']:.3f} -> {s['misfit_after']:.3f}", flush=True)
     lines = ["# FWI from known starts at field scale (fieldsalt): a reference probe", "",
              f"`python experiments/fwi_refine_field/reference_probe.py --n {args.n} --iterations {args.iterations} "
-             f"--threads {args.threads}`: the first {args.n} fieldsalt test models, data decimated {k}x in time as "
+             f"--threads {args.threads} --starts {args.starts} --methods {args.methods} --out {args.out}`: the first "
+             f"{args.n} fieldsalt test models, data decimated {k}x in time as "
              f"stored, {args.iterations} iterations of fwi.invert's default SGD scheme split over the stages, the "
              f"lossless gradient sampling (every {survey.lossless_gradient_sampling()}-th step). Means over models.",
              f"Methods: {'; '.join(f'{n}: {f}' for n, f in METHODS.items())}.",
