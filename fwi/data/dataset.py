@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fwi.data.cache import SampleCache
 from fwi.data.codec import StorageError, check_decimation_bound, check_time_decimation
 from fwi.data.store import DatasetError, read_info
 from fwi.data.transforms import Normalizer, decimate_time, mirror_sample, signed_log1p
@@ -108,7 +109,7 @@ class FWIDataset(Dataset):
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self.seed, self.epoch = seed, 0
-        self.cache: dict[int, tuple[torch.Tensor, ...]] | None = {} if self.cache_bytes() <= cache_gb * 2**30 else None
+        self.cache = SampleCache(self.n_samples) if self.cache_bytes() <= cache_gb * 2**30 else None
 
     @property
     def n_samples(self) -> int:
@@ -155,7 +156,7 @@ class FWIDataset(Dataset):
                                    "`python -m fwi.data.generate verify`)")
             cached = self.transform.prepare(gathers, velocity, mask)
             if self.cache is not None:
-                self.cache[index] = cached
+                self.cache.put(index, cached)
         # the mirror coin of a repeated sample depends on its pass (its position), so the passes differ
         coin = (self.seed, self.epoch) if position == index else (self.seed, self.epoch, position // self.n_samples)
         return self.transform.augment(*cached, index, coin)

@@ -93,6 +93,12 @@ def test_memory_cache_returns_the_same_samples_in_every_epoch(tiny):
         plain._group()[k][i] for k in ("gathers", "velocity", "salt_mask")))[1]) for i in range(len(cached)))
     too_small = FWIDataset(tiny, "train", time_decimation=3, cache_gb=0.9 * held / 2**30)
     assert too_small.cache is None
+    # every cached sample lives in one preallocated block per array (no heap fragments between kept tensors)
+    blocks = cached.cache.blocks
+    assert sum(b.numel() * b.element_size() for b in blocks) == cached.cache_bytes()
+    for i in range(len(cached)):
+        for view, block in zip(cached.cache[i], blocks):
+            assert view.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
 
 
 def test_time_decimation_keeps_the_band_and_removes_aliases():
