@@ -190,5 +190,6 @@ def check_time_decimation(storage: GatherStorage, requested: int, path: Any = "t
         return requested
     if requested != k:
         raise StorageError(f"{path} stores gathers already decimated in time by {k}; read it with time_decimation "
-                           f"{k} (data.time_decimation: {k}), not {requested}, or use the full-rate file")
+                           f"{k} (--time-decimation {k}; data.time_decimation: {k}), not {requested}, or use the "
+                           "full-rate file")
     return 1

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from fwi.data.codec import check_time_decimation
 from fwi.data.dataset import FWIDataset
 from fwi.data.store import DatasetInfo, read_info
 from fwi.invert.config import RefineConfig
@@ -21,13 +22,11 @@ from fwi.invert.config import RefineConfig
 
 def observed_decimation(info: DatasetInfo, requested: int | None = None) -> int:
     """The time decimation of the observed gathers: ``requested`` (None: as the file stores them). A file stored at
-    decimation k > 1 holds no other rate: anything but k is refused."""
-    k = info.storage.time_decimation
+    decimation k > 1 holds no other rate: anything but k is refused (`fwi.data.codec.check_time_decimation`, the
+    rule every reader applies)."""
     if requested is None:
-        return k
-    if k > 1 and requested != k:
-        raise ValueError(f"{info.path} stores gathers decimated in time by {k}: use --time-decimation {k} (or leave "
-                         f"it out), not {requested}, or the full-rate file")
+        return info.storage.time_decimation
+    check_time_decimation(info.storage, requested, info.path)
     return requested
 
 
