@@ -17,13 +17,13 @@ HDF5 file with one 2D/3D/4D dataset, or the one named by ``--key``) and SEG-Y (`
 `fwi.io.segy.write_velocity`). Models of another size are an error unless ``--resample`` (bilinear) is given.
 
 Refinement (``--refine``): after the network-only evaluation of the split, the network's predictions are refined
-by FWI (`fwi.invert.refine`; start: the prediction, observed: the split's gathers at full time sampling, survey: the
+by FWI (`fwi.invert.refine`; start: the prediction, observed: the split's gathers as stored, survey: the
 dataset's) and scored with the same metrics; ``<out>/metrics.json`` gains a ``refined`` section (``before``: the
 network-only numbers of the same samples, ``mean`` / ``std`` / ``pooled`` / ``per_sample`` after FWI, the settings,
 seconds per model), ``<out>/refined.md`` the side-by-side table, plus refined.npy and refined-before / -after /
--convergence figures. The method is fwi.invert's default (`RefineConfig`); ``--refine-iterations``,
-``--refine-schedule 4,8,12,full``, ``--refine-method`` and ``--refine-indices 0:24`` (a subset: FWI costs ~0.6 s per
-iteration and salt70 model on a CPU) change it.
+-comparison (truth / start / refined / update / error change) / -convergence figures. The method is fwi.invert's
+default (`RefineConfig`); ``--refine-iterations``, ``--refine-schedule 4,8,12,full``, ``--refine-method`` and
+``--refine-indices 0:24`` (a subset: FWI costs ~0.6 s per iteration and salt70 model on a CPU) change it.
 
 ``--no-misfit`` skips the data misfit (one forward modelling per sample), ``--no-figures`` writes metrics.json only.
 A progress bar over the batches shows on a terminal. Library use (notebooks, the ablation runner): `load_run`

@@ -53,6 +53,44 @@ def velocity_panels(true_v: Sequence, pred_v: Sequence, true_mask: Sequence | No
     return fig
 
 
+def refinement_panels(true_v: Sequence, start_v: Sequence, refined_v: Sequence, true_mask: Sequence | None = None,
+                      titles: Sequence[str] | None = None, dx: float = 10.0,
+                      vrange: tuple[float, float] | None = None) -> Figure:
+    """One row per model of an FWI refinement: truth, start, refined (one velocity scale), the update refined - start,
+    and the error change |refined - true| - |start - true| (blue: FWI moved the cell towards the truth, red: away);
+    true salt outline in white. true_v, start_v, refined_v: (N, nz, nx) m/s; true_mask (N, nz, nx) in {0, 1}."""
+    true_v, start_v, refined_v = _np(true_v), _np(start_v), _np(refined_v)
+    n, nz, nx = true_v.shape
+    lo, hi = vrange or (float(min(a.min() for a in (true_v, start_v, refined_v))),
+                        float(max(a.max() for a in (true_v, start_v, refined_v))))
+    update = refined_v - start_v
+    change = np.abs(refined_v - true_v) - np.abs(start_v - true_v)
+    umax = float(np.abs(update).max()) or 1.0
+    cmax = float(np.abs(change).max()) or 1.0
+    extent = (0, nx * dx / 1000, nz * dx / 1000, 0)
+    fig, axes = plt.subplots(n, 5, figsize=(16, 2.6 * n + 0.4), squeeze=False, constrained_layout=True)
+    for i in range(n):
+        mae_start, mae_refined = np.abs(start_v[i] - true_v[i]).mean(), np.abs(refined_v[i] - true_v[i]).mean()
+        panels = [(true_v[i], VELOCITY_CMAP, lo, hi, "true"),
+                  (start_v[i], VELOCITY_CMAP, lo, hi, f"start (MAE {mae_start:.0f} m/s)"),
+                  (refined_v[i], VELOCITY_CMAP, lo, hi, f"refined (MAE {mae_refined:.0f} m/s)"),
+                  (update[i], ERROR_CMAP, -umax, umax, "update: refined - start"),
+                  (change[i], ERROR_CMAP, -cmax, cmax, "|refined - true| - |start - true|")]
+        for j, (img, cmap, vmin, vmax, label) in enumerate(panels):
+            ax = axes[i, j]
+            im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, aspect="auto")
+            if true_mask is not None and _np(true_mask)[i].any():
+                ax.contour((np.arange(nx) + 0.5) * dx / 1000, (np.arange(nz) + 0.5) * dx / 1000, _np(true_mask)[i],
+                           levels=[0.5], colors="white" if j < 3 else "black", linewidths=0.7)
+            ax.set_title(f"{titles[i] + ': ' if titles else ''}{label}", fontsize=8)
+            ax.set_xlabel("x (km)", fontsize=7)
+            ax.set_ylabel("z (km)", fontsize=7)
+            ax.tick_params(labelsize=6)
+            if i == 0 or j >= 3:
+                fig.colorbar(im, ax=ax, shrink=0.8, label="m/s").ax.tick_params(labelsize=6)
+    return fig
+
+
 def gather_panels(observed: np.ndarray, modelled: np.ndarray, dt: float, shot: int = 0,
                   title: str = "") -> Figure:
     """Observed, modelled and residual shot gathers (T, R) of one shot, on one amplitude scale."""

@@ -114,7 +114,7 @@ def test_side_by_side_table_and_figures(refined):
     misfit_row = next(ln for ln in text.splitlines() if ln.startswith("| data misfit |"))
     assert misfit_row.endswith("| 2/2 |")  # both models fit the data better
     assert "indices 3, 1" in text and "6 iterations" in text and "8 Hz, full band" in text
-    for name in ("refined-before.png", "refined-after.png", "refined-convergence.png"):
+    for name in ("refined-before.png", "refined-after.png", "refined-comparison.png", "refined-convergence.png"):
         assert (out / name).stat().st_size > 1000, name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
 

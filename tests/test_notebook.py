@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -23,22 +24,29 @@ def test_committed_notebook_has_no_outputs():
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
     source = nb.cells[_parameters_cell(nb)].source
-    for name in ("RUN_DIR", "SPLIT", "SAMPLES", "DEVICE"):
+    for name in ("RUN_DIR", "SPLIT", "SAMPLES", "DEVICE", "REFINE_DIR"):
         assert f"{name} =" in source
 
 
-def test_notebook_executes(tiny_run, monkeypatch):
+def test_notebook_executes(tiny_run, tiny_dataset, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
+    from fwi.invert.cli import main as invert
+
+    refine_dir = tmp_path / "refine"
+    assert invert(["--data", str(tiny_dataset), "--indices", "0:2", "--start", f"run:{tiny_run}", "--out",
+                   str(refine_dir), "--device", "cpu", "--iterations", "2", "--schedule", "full"]) == 0
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: one torch thread on shared cores
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells[_parameters_cell(nb)].source = (f"RUN_DIR = {str(tiny_run)!r}\nSPLIT = 'test'\nSAMPLES = [0, 1]\n"
-                                             "DEVICE = 'cpu'")
+                                             f"DEVICE = 'cpu'\nREFINE_DIR = {str(refine_dir)!r}")
     NotebookClient(nb, kernel_name="python3", timeout=180,
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()  # raises on a cell error
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    # velocity (chosen, worst), masks, 2 gathers, attention, histogram
-    assert images >= 7
+    # velocity (chosen, worst), masks, 2 gathers, attention, histogram, refinement comparison and convergence
+    assert images >= 9
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "skip_attn.0" in text and "mae" in text
+    metrics = json.loads((refine_dir / "metrics.json").read_text())  # the refinement's numbers, as printed
+    assert f"MAE {metrics['mae_ms_before']:.1f} -> {metrics['mae_ms_after']:.1f} m/s" in text

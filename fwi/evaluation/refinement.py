@@ -60,6 +60,7 @@ class Refinement:
     before: dict[str, np.ndarray]
     after: dict[str, np.ndarray]
     velocity: np.ndarray = field(repr=False)  # (k, nz, nx) refined models, m/s
+    start: np.ndarray = field(repr=False)  # (k, nz, nx) the starts: the network's predictions clamped into the bounds
     salt_mask: np.ndarray = field(repr=False)  # (k, nz, nx) their salt mask in {0, 1}
     config: RefineConfig
     seconds: float  # wall time of the FWI iterations, all models
@@ -124,7 +125,8 @@ class Refinement:
             "- every setting of the refinement: metrics.json -> refined.settings (`fwi.invert.RefineConfig`)", ""])
 
     def figures(self, count: int = 4) -> dict[str, Any]:
-        """Before / after velocity panels of the first ``count`` refined models and the convergence curves."""
+        """Before / after velocity panels of the first ``count`` refined models, truth / start / refined / update /
+        error change side by side, and the convergence curves."""
         ev, k = self.evaluation, min(count, len(self))
         pos = list(self.positions[:k])
         vrange = (ev.run.normalizer.v_min, ev.run.normalizer.v_max)
@@ -139,6 +141,9 @@ class Refinement:
                 "refined-after.png": viz.velocity_panels(ev.true_velocity[pos], self.velocity[:k], ev.true_mask[pos],
                                                          self.salt_mask[:k], titles("after FWI", self.after),
                                                          ev.survey.dx, vrange),
+                "refined-comparison.png": viz.refinement_panels(
+                    ev.true_velocity[pos], self.start[:k], self.velocity[:k], ev.true_mask[pos],
+                    [f"#{int(i)}" for i in self.index[:k]], ev.survey.dx, vrange),
                 "refined-convergence.png": self.convergence_figure()}
 
     def convergence_figure(self):
@@ -212,6 +217,7 @@ def refine_split(evaluation: Evaluation, config: RefineConfig | None = None, ind
             f"velocity > {SALT_THRESHOLD:g} m/s")
     return Refinement(evaluation=evaluation, positions=positions, index=evaluation.index[positions],
                       before={k: values[positions] for k, values in evaluation.metrics.items()}, after=after,
-                      velocity=result.velocity.astype(np.float32), salt_mask=(salt_logits > 0).numpy().astype(np.uint8),
+                      velocity=result.velocity.astype(np.float32), start=result.start.astype(np.float32),
+                      salt_mask=(salt_logits > 0).numpy().astype(np.uint8),
                       config=config, seconds=result.seconds, iterations=result.iterations, history=result.history,
                       salt_rule=rule)

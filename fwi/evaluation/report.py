@@ -18,7 +18,8 @@ from fwi.evaluation.results import Evaluation
 
 
 #: Outputs of a refinement in the evaluation folder (removed when the folder is rewritten without one).
-REFINE_FILES = ("refined.md", "refined.npy", "refined-before.png", "refined-after.png", "refined-convergence.png")
+REFINE_FILES = ("refined.md", "refined.npy", "refined-before.png", "refined-after.png", "refined-comparison.png",
+                "refined-convergence.png")
 
 
 def _save_figure(fig, path: Path) -> None:

@@ -8,13 +8,15 @@ Starts: ``run:RUNDIR`` (the network's prediction, and its salt head for --param 
 reads them, --key for the array inside a plain HDF5 / .mat file; velocities in m/s, km/s or ft/s are refused),
 ``trend`` (the train split's mean v(z)). The gathers are read as fwi.evaluate reads them (compact float16 / int16
 files decoded; a file stored decimated in time by k is observed at k, i.e. a data step of k * dt).
-Outputs in --out: refined.npy, refined.h5 (/<split>/velocity and salt_mask in the dataset layout), metrics.json,
-history.jsonl, convergence.png, before.png, after.png, optional SEG-Y (--segy); all written atomically, at the end,
-metrics.json last. One process owns --out (a lock beside it; a second one refuses at once, naming the holder); a new
-run first removes the previous run's results and temporary files of a killed writer there, so the files always
-agree with metrics.json. The models are refined --batch-size at a time (deepwave's memory grows with the models
-refined at once; Adam and SGD give the same models whatever the size, L-BFGS couples the models of a batch through
-its line search), each batch with its resumable state in state/: a rerun continues.
+Outputs in --out: refined.npy, refined.h5 (/<split>/velocity and salt_mask in the dataset layout, with the start and
+true models beside them; `fwi.invert.outputs.load_refinement` reads it all back), metrics.json, history.jsonl,
+convergence.png, comparison.png (truth / start / refined / update / error change), before.png, after.png, optional
+SEG-Y (--segy); all written atomically, at the end, metrics.json last. One process owns --out (a lock beside it; a
+second one refuses at once, naming the holder); a new run first removes the previous run's results and temporary files
+of a killed writer there, so the files always agree with metrics.json. The models are refined --batch-size at a time
+(deepwave's memory grows with the models refined at once; Adam and SGD give the same models whatever the size, L-BFGS
+couples the models of a batch through its line search), each batch with its resumable state in state/: a rerun
+continues.
 Bad input (grid, NaN, out-of-range velocity, gathers that do not match the survey, iterations <= 0, a cut-off above
 Nyquist) prints one ``error:`` line, exits 2 and writes nothing.
 """

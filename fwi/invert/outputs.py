@@ -1,8 +1,12 @@
 """The output folder of ``fwi.invert``: one owner (`out_lock`), no stale files (`clear_outputs`), and the results
 (`write_outputs`: metrics.json written last, so that it always describes the files beside it).
 
-    out/refined.npy, refined.h5, refined-<i>.sgy (--segy), history.jsonl, convergence.png, before.png, after.png,
-        metrics.json, state/models-<first>-<last>-<hash>.pt (resumable states, kept across runs)
+    out/refined.npy, refined.h5, refined-<i>.sgy (--segy), history.jsonl, convergence.png, comparison.png,
+        before.png, after.png, metrics.json, state/models-<first>-<last>-<hash>.pt (resumable states, kept across runs)
+
+refined.h5 holds, under /<split>/, the refined ``velocity`` and ``salt_mask`` in the dataset layout (N, 1, nz, nx),
+the ``start`` models and the ``true_velocity`` / ``true_salt_mask`` they were scored against: `load_refinement`
+reads a finished output back (the notebook's view of a refinement).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager
 
@@ -24,7 +29,8 @@ from fwi.lock import exclusive_lock
 from fwi.physics import Survey
 
 #: Files a run writes into --out (metrics.json first: removed first, written last); plus ``refined-*.sgy``.
-OUTPUTS = ("metrics.json", "refined.npy", "refined.h5", "history.jsonl", "convergence.png", "before.png", "after.png")
+OUTPUTS = ("metrics.json", "refined.npy", "refined.h5", "history.jsonl", "convergence.png", "comparison.png",
+           "before.png", "after.png")
 
 
 def check_out(out: str | os.PathLike) -> Path:
@@ -71,6 +77,9 @@ def write_outputs(out: Path, result: RefineResult, split: str, idx: list[int], s
             g = f.create_group(split)
             g["velocity"] = v[:, None]
             g["salt_mask"] = salt[:, None].astype(np.uint8)
+            g["start"] = result.start.astype(np.float32)[:, None]
+            g["true_velocity"] = np.asarray(truth, np.float32)[:, None]
+            g["true_salt_mask"] = np.asarray(mask).astype(np.uint8)[:, None]
     if segy:
         from fwi.io.segy import write_velocity
 
@@ -82,9 +91,63 @@ def write_outputs(out: Path, result: RefineResult, split: str, idx: list[int], s
     with atomic_path(out / "convergence.png") as tmp:
         viz.save(fig, tmp)
     k = min(4, len(v))
+    fig = viz.refinement_panels(truth[:k], result.start[:k], v[:k], mask[:k], [f"#{i}" for i in idx[:k]], survey.dx)
+    with atomic_path(out / "comparison.png") as tmp:
+        viz.save(fig, tmp)
     for name, models in (("before", result.start[:k]), ("after", v[:k])):
         fig = viz.velocity_panels(truth[:k], models, mask[:k], None, titles=[f"#{i} {name}" for i in idx[:k]],
                                   dx=survey.dx)
         with atomic_path(out / f"{name}.png") as tmp:
             viz.save(fig, tmp)
     write_text(out / "metrics.json", json.dumps({**result.summary(), "indices": idx}, indent=1))
+
+
+@dataclass
+class RefinementOutput:
+    """A finished ``fwi.invert`` output read back (`load_refinement`); models (N, nz, nx) in m/s."""
+
+    split: str
+    indices: list[int]
+    survey: Survey
+    start: np.ndarray
+    refined: np.ndarray
+    truth: np.ndarray
+    true_mask: np.ndarray  # (N, nz, nx) in {0, 1}
+    salt_mask: np.ndarray  # (N, nz, nx) in {0, 1}, the refined models' salt
+    history: list[dict]  # one record per iteration (history.jsonl)
+    metrics: dict  # metrics.json: before / after means, per-model values, the settings
+
+    def figure(self, count: int = 4):
+        """Truth / start / refined / update / error change of the first ``count`` models (`viz.refinement_panels`)."""
+        from fwi import viz
+
+        k = min(count, len(self.refined))
+        return viz.refinement_panels(self.truth[:k], self.start[:k], self.refined[:k], self.true_mask[:k],
+                                     [f"#{i}" for i in self.indices[:k]], self.survey.dx)
+
+    def convergence(self):
+        """Stage misfit and MAE per iteration (`viz.fwi_convergence`)."""
+        from fwi import viz
+
+        return viz.fwi_convergence(self.history, f"FWI of {len(self.refined)} model(s) ({self.split} {self.indices})")
+
+
+def load_refinement(out: str | os.PathLike) -> RefinementOutput:
+    """Read a finished ``fwi.invert --out`` folder (metrics.json marks it finished: it is written last)."""
+    import h5py
+
+    out = Path(out)
+    if not (out / "metrics.json").is_file():
+        raise FileNotFoundError(f"{out} holds no finished refinement (no metrics.json; run fwi.invert --out {out})")
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines() if line.strip()]
+    with h5py.File(out / "refined.h5", "r") as f:
+        split = next(k for k in f if isinstance(f[k], h5py.Group))
+        g = f[split]
+        if "start" not in g:
+            raise ValueError(f"{out / 'refined.h5'} was written before the start models were stored; rerun fwi.invert")
+        arrays = {k: g[k][()][:, 0] for k in ("velocity", "salt_mask", "start", "true_velocity", "true_salt_mask")}
+        survey = Survey.from_json(f.attrs["survey"])
+        indices = json.loads(f.attrs["indices"])
+    return RefinementOutput(split, indices, survey, arrays["start"], arrays["velocity"], arrays["true_velocity"],
+                            arrays["true_salt_mask"], arrays["salt_mask"], history, metrics)

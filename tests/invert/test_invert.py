@@ -168,10 +168,24 @@ def test_cli_writes_every_output(tiny_data, tmp_path, capsys):
     assert refined.shape[0] == 2 and metrics["iterations"] == 2
     with h5py.File(out / "refined.h5") as f:
         assert np.array_equal(f["test/velocity"][:, 0], refined)
-    for name in ("history.jsonl", "convergence.png", "before.png", "after.png", "refined-0.sgy"):
+    for name in ("history.jsonl", "convergence.png", "comparison.png", "before.png", "after.png", "refined-0.sgy"):
         assert (out / name).exists(), name
     assert len(list((out / "state").glob("models-0-1-*.pt"))) == 1  # the default --batch-size (8) holds both
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
+    # read back (the notebook's view): the start is the trend, the truth the dataset's, scores agree with metrics.json
+    from fwi.invert.outputs import load_refinement
+    from fwi.invert.starts import trend_start
+
+    r = load_refinement(out)
+    assert r.split == "test" and r.indices == [0, 1] and np.array_equal(r.refined, refined)
+    np.testing.assert_allclose(r.start, trend_start(tiny_data, 2).numpy(), atol=1e-3)
+    with h5py.File(tiny_data) as f:
+        np.testing.assert_array_equal(r.truth, f["test/velocity"][:2, 0])
+        np.testing.assert_array_equal(r.true_mask, f["test/salt_mask"][:2, 0])
+    mae_before = np.abs(r.start - r.truth).mean(axis=(1, 2))
+    np.testing.assert_allclose(mae_before, metrics["per_model"]["mae_ms_before"], rtol=1e-4)
+    assert [h["iteration"] for h in r.history] == [1, 2]
+    assert len(r.figure().axes) >= 10  # 2 models x 5 panels (+ colour bars)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -320,3 +334,11 @@ def test_resume_inside_a_stage_is_bit_identical(observed, tmp_path):
     assert np.array_equal(rest.velocity, full.velocity) and np.array_equal(rest.misfit_after, full.misfit_after)
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in rest.history] == strip
+
+
+def test_load_refinement_of_an_unfinished_output_says_so(tmp_path):
+    from fwi.invert.outputs import load_refinement
+
+    (tmp_path / "refined.npy").write_bytes(b"")  # a killed run leaves no metrics.json
+    with pytest.raises(FileNotFoundError, match="no finished refinement"):
+        load_refinement(tmp_path)
