@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
@@ -33,6 +32,7 @@ from fwi.atomic import write_text
 from fwi.data.store import read_info
 from fwi.invert import RefineConfig, refine_batches
 from fwi.invert.core import score
+from fwi.invert.dataset import read_samples
 from fwi.invert.starts import network_start, smooth_start, trend_start
 from fwi.metrics import data_misfit
 from fwi.run import load_run
@@ -73,6 +73,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "salt-fill": dict(start="salt-flood", iterations=0),
 }
 REFERENCE_METHOD = "sgd"
+SMOOTH_METRES = 50.0  # the smooth-true reference: 5 cells of salt70's 10 m
 
 
 def salt_flood(start: torch.Tensor, prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -81,53 +82,54 @@ def salt_flood(start: torch.Tensor, prob: torch.Tensor, threshold: float = 0.5) 
 
 
 def load_models(data: str, split: str, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw gathers (B, S, T, R), true velocity (B, nz, nx) and salt mask (B, nz, nx) of ``indices`` of ``split``."""
-    with h5py.File(data, "r") as f:
-        g = f[split]
-        return (torch.from_numpy(np.stack([g["gathers"][i] for i in indices])).float(),
-                torch.from_numpy(np.stack([g["velocity"][i, 0] for i in indices])).float(),
-                torch.from_numpy(np.stack([g["salt_mask"][i, 0] for i in indices])).float())
+    """Raw gathers (B, S, T', R) at the file's time decimation (decoded as every reader does: compact files too), true
+    velocity (B, nz, nx) and salt mask (B, nz, nx) of ``indices`` of ``split``."""
+    s = read_samples(data, split, indices, read_info(data).storage.time_decimation)
+    return s.gathers, s.velocity, s.salt_mask
 
 
 def job_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def starting_models(run, start_name: str, data: str, observed: torch.Tensor, truth: torch.Tensor
+def starting_models(run, start_name: str, data: str, observed: torch.Tensor, truth: torch.Tensor,
+                    smooth_metres: float = SMOOTH_METRES
                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Start velocity (B, nz, nx) m/s, salt probability and salt logits (None for the reference starts)."""
+    info = read_info(data)
     if start_name == "smooth-true":
-        return smooth_start(truth, 5.0), None, None
+        return smooth_start(truth, smooth_metres / info.survey.dx), None, None
     if start_name == "trend":
         return trend_start(data, len(truth)), None, None
-    return network_start(run, observed)
+    return network_start(run, observed, time_decimation=info.storage.time_decimation)
 
 
 def run_job(run, start_name: str, method: str, data: str, split: str, indices: list[int], iterations: int,
-            out: Path, chunk: int) -> dict[str, Any]:
+            out: Path, chunk: int, smooth_metres: float = SMOOTH_METRES) -> dict[str, Any]:
     """Refine the models of ``indices`` from ``start_name`` with ``method``; per-model results and history."""
     fields = dict(METHODS[method])
     start_kind = fields.pop("start", None)
     iters = fields.pop("iterations", iterations)
     observed, truth, mask = load_models(data, split, indices)
-    survey = read_info(data).survey
-    start, prob, logits = starting_models(run, start_name, data, observed, truth)
+    info = read_info(data)
+    survey, k = info.survey, info.storage.time_decimation
+    start, prob, logits = starting_models(run, start_name, data, observed, truth, smooth_metres)
     changed = salt_flood(start, prob) if start_kind == "salt-flood" else start
     if iters == 0:  # not FWI: score the changed start against the start
         t0 = time.perf_counter()
         before, after = (score(v, truth, mask, run.normalizer, logits) for v in (start, changed))
-        res = {"misfit_before": data_misfit(start, observed, survey).numpy(),
-               "misfit_after": data_misfit(changed, observed, survey).numpy(),
+        res = {"misfit_before": data_misfit(start, observed, survey, k).numpy(),
+               "misfit_after": data_misfit(changed, observed, survey, k).numpy(),
                **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
         seconds, history, refined = time.perf_counter() - t0, [], changed.numpy()
     else:
-        cfg = RefineConfig(iterations=iters, **fields)
+        cfg = RefineConfig(iterations=iters, time_decimation=k, **fields)
         r = refine_batches(run, observed, changed, prob, cfg, batch_size=chunk, truth=truth, truth_mask=mask,
                            normalizer=run.normalizer, start_salt_logits=logits,
                            state_dir=out / "state" / f"{start_name}__{method}", desc=f"{start_name} {method}")
         # "before" is the network's start, also for a changed start (salt flood): what the method is measured against
         before = score(start, truth, mask, run.normalizer, logits)
-        res = {"misfit_before": data_misfit(start, observed, survey).numpy(), "misfit_after": r.misfit_after,
+        res = {"misfit_before": data_misfit(start, observed, survey, k).numpy(), "misfit_after": r.misfit_after,
                **{f"{k}_before": v for k, v in before.items()},
                **{f"{k}_after": v for k, v in r.metrics_after.items()}}
         seconds, history, refined = r.seconds, r.history, r.velocity
@@ -191,9 +193,12 @@ def main() -> None:
     p.add_argument("--tag", required=True, help="results/<tag>/: one study (e.g. val8-tune, test24)")
     p.add_argument("--chunk", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--smooth-metres", type=float, default=SMOOTH_METRES,
+                   help=f"smoothing of the smooth-true reference start (m; default {SMOOTH_METRES:g})")
+    p.add_argument("--out", default=None, help="results folder (default results/<tag> beside this script)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    out = HERE / "results" / args.tag
+    out = Path(args.out) / args.tag if args.out else HERE / "results" / args.tag
     out.mkdir(parents=True, exist_ok=True)
     indices = parse_indices(args.indices)
     runs = dict(item.split("=", 1) for item in args.run)
@@ -211,11 +216,14 @@ def main() -> None:
         settings = {"start": start_name, "run": str(runs.get(start_name, "")), "method": method,
                     "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in METHODS[method].items()},
                     "data": args.data, "split": args.split, "indices": indices, "iterations": args.iterations}
+        if args.smooth_metres != SMOOTH_METRES and start_name == "smooth-true":  # recorded keys stay valid
+            settings["smooth_metres"] = args.smooth_metres
         path = out / f"{start_name}__{method}.json"
         if path.exists() and json.loads(path.read_text()).get("key") == job_key(settings):
             print(f"{path.name}: done, skipped", flush=True)
             continue
-        result = run_job(run, start_name, method, args.data, args.split, indices, args.iterations, out, args.chunk)
+        result = run_job(run, start_name, method, args.data, args.split, indices, args.iterations, out, args.chunk,
+                         args.smooth_metres)
         write_text(path, json.dumps({**settings, "key": job_key(settings), **result}))
         write_csv(out)
         s = summarise(result)

@@ -35,6 +35,7 @@ CONTINUATION = (3.0, 5.0, 8.0, None)
 SCHEMES = {
     "default": {},
     "continuation": {"schedule": CONTINUATION},
+    "continuation-lr02": {"schedule": CONTINUATION, "lr": 0.02},
     "depth2": {"schedule": CONTINUATION, "depth_power": 2.0, "mute_cells": 5},
     "depth2-lr02": {"schedule": CONTINUATION, "depth_power": 2.0, "mute_cells": 5, "lr": 0.02},
     "depth2-lr01": {"schedule": CONTINUATION, "depth_power": 2.0, "mute_cells": 5, "lr": 0.01},
@@ -95,13 +96,13 @@ def main() -> None:
         path = [float(np.mean(h["mae_ms"])) for h in r.history]
         best = int(np.argmin(path))
         change = [a - b for a, b in zip(band_mae(r.velocity, true, dz), band_mae(r.start, true, dz))]
-        rows.append((name, s, seconds, change, path[best], best + 1))
+        per_model = [100 * (a / b - 1) for a, b in zip(s["per_model"]["mae_ms_after"], s["per_model"]["mae_ms_before"])]
+        rows.append((name, s, seconds, change, path[best], best + 1, per_model))
         print(f"{name:22s} MAE {s['mae_ms_before']:.1f} -> {s['mae_ms_after']:.1f} m/s "
               f"({100 * (s['mae_ms_after'] / s['mae_ms_before'] - 1):+.1f} %), lowest {path[best]:.1f} at "
               f"{best + 1}, bands {' / '.join(f'{c:+.0f}' for c in change)}, IoU {s['iou_before']:.3f} -> "
               f"{s['iou_after']:.3f}, misfit {s['misfit_before']:.3f} -> {s['misfit_after']:.3f}, "
-              f"{seconds:.0f} s/model",
-              flush=True)
+              f"{seconds:.0f} s/model; per model {' / '.join(f'{c:+.0f} %' for c in per_model)}", flush=True)
     lines = ["# FWI schemes at field scale (fieldsalt)", "",
              f"`python experiments/fwi_refine_field/refine_schemes.py --data {args.data} --split {args.split} --n "
              f"{args.n} --first {args.first} --start {args.start} --schemes {args.schemes} --iterations "
@@ -113,14 +114,15 @@ def main() -> None:
              f"Schemes (fields of RefineConfig; the rest fwi.invert's default): "
              f"{'; '.join(f'**{n}**: {SCHEMES[n]}' for n in args.schemes.split(','))}.", "",
              "| scheme | MAE before -> after (m/s) | change | MAE change by depth 0-0.5 / 0.5-1 / 1-1.5 / 1.5-2 km "
-             "(m/s) | lowest MAE on the way (iteration) | SSIM | salt IoU | data misfit | s/model |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, s, seconds, change, lowest, at in rows:
+             "(m/s) | lowest MAE on the way (iteration) | SSIM | salt IoU | data misfit | s/model | MAE change per "
+             "model |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s, seconds, change, lowest, at, per_model in rows:
         lines.append(f"| {name} | {s['mae_ms_before']:.1f} -> {s['mae_ms_after']:.1f} | "
                      f"{100 * (s['mae_ms_after'] / s['mae_ms_before'] - 1):+.1f} % | "
                      f"{' / '.join(f'{c:+.0f}' for c in change)} | {lowest:.1f} ({at}) | {s['ssim_before']:.3f} -> "
                      f"{s['ssim_after']:.3f} | {s['iou_before']:.3f} -> {s['iou_after']:.3f} | "
-                     f"{s['misfit_before']:.3f} -> {s['misfit_after']:.3f} | {seconds:.0f} |")
+                     f"{s['misfit_before']:.3f} -> {s['misfit_after']:.3f} | {seconds:.0f} | "
+                     f"{' / '.join(f'{c:+.0f} %' for c in per_model)} |")
     (HERE / args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / args.out}")
 
