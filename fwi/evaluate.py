@@ -100,10 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--refine-indices", default=None, metavar="A:B|I,J,...",
                    help="dataset indices to refine (default: every sample of the split; ~0.6 s per iteration and "
                         "salt70 model on a CPU)")
+    r.add_argument("--refine-lr", type=float, default=None, metavar="KM_S",
+                   help=f"largest step per iteration in km/s (default {defaults.lr:g}; fieldsalt: 0.02, "
+                        "experiments/fwi_refine_field/README.md)")
+    r.add_argument("--refine-depth-power", type=float, default=None, metavar="P",
+                   help=f"gradient x (z / z_max)^P (default {defaults.depth_power:g})")
+    r.add_argument("--refine-mute-cells", type=int, default=None, metavar="ROWS",
+                   help=f"rows below the surface FWI does not update (default {defaults.mute_cells})")
     return p
 
 
-REFINE_FLAGS = ("refine_iterations", "refine_schedule", "refine_method", "refine_indices")
+REFINE_FLAGS = ("refine_iterations", "refine_schedule", "refine_method", "refine_indices", "refine_lr",
+                "refine_depth_power", "refine_mute_cells")
 
 
 @friendly_errors
@@ -132,7 +140,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace, run: LoadedRun, out: Path) -> int:
     if args.refine:  # every setting is checked before anything runs
         schedule = None if args.refine_schedule is None else parse_refine_schedule(args.refine_schedule)
-        config = refine_config(args.refine_iterations, schedule, args.refine_method)
+        config = refine_config(args.refine_iterations, schedule, args.refine_method, lr=args.refine_lr,
+                               depth_power=args.refine_depth_power, mute_cells=args.refine_mute_cells)
         config, indices = prepare_refinement(run, args.split, args.data, config, args.refine_indices)
     if args.models:
         paths = [Path(m) for m in args.models]

@@ -145,6 +145,14 @@ def test_refined_scoring_is_the_evaluation_scoring(tiny_run):
         np.testing.assert_allclose(values, evaluation.metrics[key][positions], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+def test_refine_flags_change_only_their_settings():
+    args = E.build_parser().parse_args(["run", "--refine", "--refine-lr", "0.02", "--refine-depth-power", "2",
+                                        "--refine-mute-cells", "5", "--refine-schedule", "3,5,8,full"])
+    config = refine_config(args.refine_iterations, (3.0, 5.0, 8.0, None), args.refine_method, lr=args.refine_lr,
+                           depth_power=args.refine_depth_power, mute_cells=args.refine_mute_cells)
+    assert config == RefineConfig(schedule=(3.0, 5.0, 8.0, None), lr=0.02, depth_power=2.0, mute_cells=5)
+
+
 def test_batches_do_not_change_the_refinement(tiny_run):
     run = load_run(tiny_run, "cpu")
     evaluation = evaluate_split(run, "test", samples=[0, 1], progress=False)
@@ -164,6 +172,9 @@ def test_batches_do_not_change_the_refinement(tiny_run):
     (["--refine", "--refine-schedule", "4,,8"], "--refine-schedule '4,,8'"),
     (["--refine", "--refine-method", "nope"], "--refine-method 'nope'"),
     (["--refine-iterations", "3"], "without --refine"),
+    (["--refine-lr", "0.02"], "--refine-lr without --refine"),
+    (["--refine", "--refine-lr", "0"], "--refine-lr must be a positive step"),
+    (["--refine", "--refine-mute-cells", "-1"], "--refine-mute-cells must be >= 0"),
     (["--refine", "--no-misfit"], "drop --no-misfit"),
     (["--refine", "--split", "nope"], "no 'nope' split"),
 ])

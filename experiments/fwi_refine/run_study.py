@@ -39,6 +39,7 @@ from fwi.run import load_run
 
 HERE = Path(__file__).resolve().parent
 MULTISCALE = dict(schedule=(4.0, 8.0, 12.0, None))
+CONTINUATION = (3.0, 5.0, 8.0, None)  # field scale: the 7 Hz Ricker has a fifth of its peak amplitude at 2 Hz
 #: The pilot's Adam scheme (the fwi.invert default before this study), every field spelled out so that a change of the
 #: library's defaults never changes what a recorded method means.
 ADAM = dict(optimizer="adam", lr=0.03, grad_quantile=0.0, smooth_sigma=0.0, mute_cells=0, illumination=False)
@@ -71,6 +72,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "network-prior": dict(ADAM, **MULTISCALE, smooth_sigma=2.0, mute_cells=2, param="network", network_lr=1e-5),
     # not FWI: the salt head alone
     "salt-fill": dict(start="salt-flood", iterations=0),
+    # field scale (experiments/fwi_refine_field/): low-frequency continuation from 3 Hz, smaller steps, depth scaling
+    "sgd+continuation": dict(SGD, schedule=CONTINUATION),
+    "sgd+continuation-lr02": dict(SGD, schedule=CONTINUATION, lr=0.02),
+    "sgd+depth2-lr02": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, lr=0.02),
+    "lbfgs+depth2": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, optimizer="lbfgs",
+                         grad_quantile=0.0),
+    "sgd+continuation-tv": dict(SGD, schedule=CONTINUATION, tv_weight=1e-3),
+    "sgd+continuation+salt-pin": dict(SGD, schedule=CONTINUATION, param="salt_pin", salt_confidence=0.5),
+    "sgd+continuation+salt-flood": dict(SGD, schedule=CONTINUATION, start="salt-flood"),
 }
 REFERENCE_METHOD = "sgd"
 SMOOTH_METRES = 50.0  # the smooth-true reference: 5 cells of salt70's 10 m

@@ -21,13 +21,19 @@ REFINE_METHODS = (*PARAMETERISATIONS, "network")
 
 
 def refine_config(iterations: int | None = None, schedule: Sequence[float | None] | None = None,
-                  method: str | None = None) -> RefineConfig:
+                  method: str | None = None, lr: float | None = None, depth_power: float | None = None,
+                  mute_cells: int | None = None) -> RefineConfig:
     """`fwi.invert.RefineConfig` (its defaults are the method as measured best) with only the given settings changed."""
     if iterations is not None and iterations < 1:
         raise ValueError(f"--refine-iterations must be >= 1, got {iterations}")
     if method is not None and method not in REFINE_METHODS:
         raise ValueError(f"--refine-method {method!r}: choose one of {', '.join(REFINE_METHODS)}")
-    changes = {"iterations": iterations, "schedule": None if schedule is None else tuple(schedule), "param": method}
+    if lr is not None and not lr > 0:
+        raise ValueError(f"--refine-lr must be a positive step in km/s, got {lr}")
+    if mute_cells is not None and mute_cells < 0:
+        raise ValueError(f"--refine-mute-cells must be >= 0, got {mute_cells}")
+    changes = {"iterations": iterations, "schedule": None if schedule is None else tuple(schedule), "param": method,
+               "lr": lr, "depth_power": depth_power, "mute_cells": mute_cells}
     return replace(RefineConfig(), **{k: v for k, v in changes.items() if v is not None})
 
 
