@@ -31,13 +31,13 @@ import torch
 from fwi.invert.dataset import read_samples
 from fwi.invert.filters import lowpass, time_gain
 from fwi.invert.precondition import Preconditioner, source_illumination
-from fwi.invert.starts import smooth_start
 from fwi.data.store import read_info
 from fwi.data.transforms import decimate_time
 from fwi.physics import forward_model
 
+from refine_schemes import BANDS_KM, load_start  # noqa: E402  (this folder: the same starts and depth bands)
+
 HERE = Path(__file__).resolve().parent
-BANDS_KM = ((0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.1))
 STAGES = (3.0, 8.0, None)  # low-pass cut-offs (Hz) of the raw gradients; None = full band
 GAINS = (0.0, 1.0, 2.0)  # time-gain powers of the misfit
 #: name -> Preconditioner options (illumination: True = source illumination of the start)
@@ -97,16 +97,7 @@ def main() -> None:
     info = read_info(args.data)
     survey, k = info.survey, info.storage.time_decimation
     s = read_samples(args.data, args.split, range(args.n), k)
-    kind, _, arg = args.start.partition(":")
-    if kind == "smooth":
-        start = smooth_start(s.velocity, float(arg) / survey.dx)
-    elif kind == "run":
-        from fwi.invert.starts import network_start
-        from fwi.run import load_run
-
-        start = network_start(load_run(arg, device="cpu"), s.gathers, time_decimation=k)[0]
-    else:
-        raise SystemExit(f"error: --start must be smooth:METRES or run:RUNDIR, got {args.start!r}")
+    start, start_desc = load_start(args.start, s, k, survey)
     truth = s.velocity.numpy()
     error = truth - start.numpy()
     bands = band_rows(survey.nz, survey.dx / 1000)
@@ -130,7 +121,6 @@ def main() -> None:
                                      + [float((u[rows] ** 2).sum() / (u ** 2).sum()) for rows in bands])
                 results[(cutoff, gain, name)] = np.mean(per_model, axis=0)
             print(f"stage {cutoff or 'full'} Hz, gain {gain:g}: {time.perf_counter() - t0:.0f} s", flush=True)
-    start_desc = {"smooth": f"the truth smoothed over {arg} m", "run": f"the network {arg}"}[kind]
     lines = ["# First-step quality of FWI preconditioners at field scale (fieldsalt)", "",
              f"`python experiments/fwi_refine_field/gradient_quality.py --data {args.data} --split {args.split} "
              f"--n {args.n} --start {args.start}`: {args.n} {args.split} models, their stored gathers (decimation "
