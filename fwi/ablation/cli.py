@@ -16,6 +16,8 @@ A spec (``configs/ablation/*.yaml``)::
     physics_overrides: {physics_shots: 2}   # further fields for those cells (optional)
     wandb: offline                      # mode of the cells and of the summary run (default: the base config's)
     evaluate: true                      # run `python -m fwi.evaluate RUN --split test` after training (default)
+    test_families:                      # further test sets, never trained on (each gets a report section)
+      shifted: {data: data/fieldsalt-shifted.h5, preset: fieldsalt-shifted, seed: 0}   # split: test (default)
     grid:
       variants:
         - {label: none}
@@ -34,7 +36,9 @@ interrupted ablation resumes (a cell with a last.pt continues with ``--resume``;
 a fresh machine, starts anew); a failing cell gets ``<run>/error.txt`` (exit code and the end of its stderr) and the
 others go on. After training, the cell is evaluated on the test split by `fwi.evaluate`; the report uses those test
 metrics and falls back to the validation metrics of summary.json where there are none (the ``source`` column says
-which).
+which). Each test family is evaluated too (``fwi.evaluate RUN --data FILE --split test --out RUN/eval-<family>-test``;
+a missing file is generated from its preset first): results.csv gains ``<family>/<metric>`` columns and the report a
+section per family.
 
 Outputs in ``<out>/<ablation>/``: ablation.json (resolved spec and cells), results.csv (one row per cell),
 report.md (per variant mean ± std over seeds, differences to the baseline, rankings, failed cells),
@@ -131,7 +135,8 @@ def run_ablation(args: argparse.Namespace, argv: list[str]) -> int:
     if args.dry_run:
         print(f"{ablation.name}: {len(ablation.cells)} cells, base {ablation.base} (preset "
               f"{ablation.base_cfg.data.preset}), runs in {runs_dir}, W&B {ablation.wandb}, test evaluation "
-              f"{'on' if ablation.evaluate and evaluate_available() else 'off'}")
+              f"{'on' if ablation.evaluate and evaluate_available() else 'off'}"
+              + "".join(f", test family {f.name} ({f.data})" for f in ablation.test_families))
         for cell in cells:
             status = cell_status(runs_dir / cell.run)
             print(f"  [{status:>7}] {cell.run}  {cell.factors_text() or '(base config)'}\n"

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fwi.ablation.plots import make_plots
-from fwi.ablation.results import METRICS, REFINED_METRICS, collect, has_refined, read_csv, read_json, write_csv
+from fwi.ablation.results import (FAMILY_METRICS, METRICS, REFINED_METRICS, collect, has_refined, read_csv, read_json,
+                                  write_csv)
 from fwi.ablation.runner import tail_text
-from fwi.ablation.spec import CELL_CONFIG, Cell
+from fwi.ablation.spec import CELL_CONFIG, Cell, families_of
 from fwi.ablation.stats import aggregate, baseline_for, critical_t, difference, pooled_variance
 from fwi.ablation.wandb_summary import log_summary
 from fwi.atomic import write_text
@@ -45,9 +46,10 @@ def hand_command(info: dict[str, Any], cell: Cell) -> str:
 
 def render_report(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]],
                   plots: list[str]) -> str:
-    """report.md: the sections below, in order; the after-FWI section only when some run has a refined evaluation."""
+    """report.md: the sections below, in order; one section per test family of the spec; the after-FWI section only
+    when some run has a refined evaluation."""
     lines = [*_overview(info, rows), *_per_variant(groups), *_differences(info, rows, groups), *_ranking(groups),
-             *_refined(info, rows, groups), *_failures(info, rows), *_runs(rows)]
+             *_families(info, rows, groups), *_refined(info, rows, groups), *_failures(info, rows), *_runs(rows)]
     if plots:
         lines += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
@@ -149,6 +151,42 @@ def _ranking(groups: list[dict[str, Any]]) -> list[str]:
         lines += [f"By {title} ({'higher' if higher else 'lower'} is better):", ""]
         lines += [f"{i}. `{g['variant']}` {_pm(g, key, spec)}" for i, g in enumerate(ranked, 1)] or ["–"]
         lines += [""]
+    return lines
+
+
+def _families(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
+    """Per test family of the spec: each variant's metrics there (mean ± std over seeds), its difference to the
+    baseline (± the pooled standard error, as in the difference section) and its MAE there over its test MAE."""
+    baseline, lines = info["baseline"], []
+    for name, family in (info.get("test_families") or {}).items():
+        split = family.get("split", "test")
+        lines += [f"## Test family `{name}`", "",
+                  f"Preset `{family['preset']}` (`{family['data']}`, data seed {family.get('seed', 0)}), its {split} "
+                  f"split, never trained on: `python -m fwi.evaluate RUN --data {family['data']} --split {split} "
+                  f"--out RUN/eval-{name}-{split}` (the run's own normalisation). Mean ± std over seeds; Δ to "
+                  f"`{baseline}` ± its standard error with the seed variance pooled over the variants, * as above; "
+                  "MAE ratio: a run's MAE here over its MAE in the per-variant table, averaged over its runs.", ""]
+        keys = [f"{name}/{k}" for k, *_ in FAMILY_METRICS]
+        header = ["variant", "n", *[m[1] for m in FAMILY_METRICS], "ΔMAE (m/s)", "ΔIoU", "MAE ratio"]
+        table = []
+        for g in groups:
+            ok = [r for r in rows
+                  if r["variant"] == g["variant"] and r["status"] == "ok" and r.get(keys[0]) is not None]
+            if not ok:
+                continue
+            ref = baseline_for(g, groups, baseline)
+            deltas = []
+            for key, spec in ((keys[0], ".1f"), (f"{name}/iou", ".4f")):
+                d = None if ref is None or ref["variant"] == g["variant"] else \
+                    difference(g, ref, rows, key, pooled_variance(groups, key))
+                text = "–" if d is None else format(d["diff"], "+" + spec)
+                if d is not None and d["se"] is not None:
+                    text += f" ± {format(d['se'], spec)}" + (" *" if d["significant"] else "")
+                deltas.append(text)
+            ratios = [r[keys[0]] / r["mae_ms"] for r in ok if r.get("mae_ms")]
+            table.append([f"`{g['variant']}`", str(len(ok)), *[_pm(g, k, m[3]) for k, m in zip(keys, FAMILY_METRICS)],
+                          *deltas, _fmt(statistics.fmean(ratios) if ratios else None, ".2f")])
+        lines += (_md_table(header, table) if table else ["(no run evaluated on this family yet)"]) + [""]
     return lines
 
 
@@ -269,15 +307,19 @@ def _runs(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _refresh_prose(info: dict[str, Any]) -> None:
-    """Take the prose (description, notes, findings) from the spec file as it is now: it is written after the runs
-    started, findings once the numbers are in."""
+    """Take the prose (description, notes, findings) and the test families from the spec file as it is now: prose is
+    written after the runs started, findings once the numbers are in, and a family may be added to a running
+    ablation (its evaluations are then run by the next ``fwi.ablate SPEC``, or by hand)."""
     try:
         spec = read_yaml(Path(info["spec_path"]))
+        families = families_of(spec) if isinstance(spec, dict) else []
     except (KeyError, OSError, ValueError):
         return
     if isinstance(spec, dict) and spec.get("name") == info["name"]:
         for key in ("description", "notes", "findings"):
             info["spec"][key] = spec.get(key)
+        if families:
+            info["test_families"] = {f.name: f.to_dict() for f in families}
 
 
 def build_report(abl_dir: Path, wandb: str = "disabled", seeds: Sequence[int] | None = None

@@ -1,5 +1,6 @@
-"""Collecting an ablation's results: per-run metrics (test split, else validation), FLOPs, step time, the metrics
-before and after FWI refinement where a run has them, and results.csv (one row per cell) written and read back."""
+"""Collecting an ablation's results: per-run metrics (test split, else validation), the metrics on each test family
+of the spec, FLOPs, step time, the metrics before and after FWI refinement where a run has them, and results.csv (one
+row per cell) written and read back."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ REFINED_METRICS = (("mae_ms", "MAE (m/s)", False, ".1f"), ("ssim", "SSIM", True,
                    ("data_misfit", "data misfit", False, ".4f"))
 #: Columns results.csv gains when some run has a refined evaluation (``fwi_<metric>_before`` / ``_after``; fwi_n:
 #: models refined, fwi_setup: method, iterations, frequency stages and models, fwi_s_per_model: FWI seconds).
+#: Metrics on each test family of the spec (columns ``<family>/<metric>``; ``fwi.evaluate RUN --data FILE``):
+#: (key, heading, higher is better, format).
+FAMILY_METRICS = (("mae_ms", "MAE (m/s)", False, ".1f"), ("ssim", "SSIM", True, ".4f"), ("iou", "IoU", True, ".4f"),
+                  ("data_misfit", "data misfit", False, ".4f"))
 REFINED_COLUMNS = ("fwi_n", "fwi_setup", *[f"fwi_{m[0]}_{tag}" for m in REFINED_METRICS for tag in ("before", "after")],
                    "fwi_s_per_model")
 
@@ -52,6 +57,19 @@ def run_metrics(run_dir: Path) -> tuple[dict[str, float], str]:
     summary = read_json(run_dir / "summary.json") or {}
     return {k: float(summary[f"val/{k}"]) for k in METRIC_KEYS if isinstance(summary.get(f"val/{k}"), (int, float))}, \
         "val"
+
+
+def family_columns(info: dict[str, Any]) -> list[str]:
+    """The results.csv columns of the ablation's test families (``<family>/<metric>``; none without families)."""
+    return [f"{name}/{key}" for name in info.get("test_families") or {} for key, *_ in FAMILY_METRICS]
+
+
+def family_metrics(run_dir: Path, name: str, family: dict[str, Any]) -> dict[str, float]:
+    """The run's mean metrics on the test family ``name`` (``<run>/eval-<name>-<split>/metrics.json``), as
+    ``<name>/<metric>``; empty when it was not evaluated there."""
+    ev = read_json(run_dir / f"eval-{name}-{family.get('split', 'test')}" / "metrics.json") or {}
+    mean = {k.split("/")[-1]: v for k, v in (ev.get("mean") or {}).items()}
+    return {f"{name}/{k}": float(mean[k]) for k, *_ in FAMILY_METRICS if isinstance(mean.get(k), (int, float))}
 
 
 def refined_metrics(run_dir: Path) -> dict[str, Any]:
@@ -120,6 +138,7 @@ def run_flops(run_dir: Path) -> int | None:
 def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
     """One row per cell (in spec order) from the run directories."""
     rows = []
+    families = info.get("test_families") or {}
     for c in info["cells"]:
         cell = Cell.from_dict(c)
         run_dir = abl_dir / "runs" / cell.run
@@ -127,10 +146,12 @@ def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": cell.run, "variant": cell.variant, "label": cell.label,
                                "physics": "on" if cell.physics else "off", "seed": cell.seed, "kind": cell.kind,
                                "factors": cell.factors_text(), "status": status, "source": ""}
-        row.update({k: None for k in (*COLUMNS, *REFINED_COLUMNS) if k not in row})
+        row.update({k: None for k in (*COLUMNS, *family_columns(info), *REFINED_COLUMNS) if k not in row})
         if status == "ok":
             metrics, row["source"] = run_metrics(run_dir)
             row.update(metrics)
+            for name, family in families.items():
+                row.update(family_metrics(run_dir, name, family))
             row.update(refined_metrics(run_dir))
             summary = read_json(run_dir / "summary.json") or {}
             row["params"], row["best_epoch"] = summary.get("params"), summary.get("best_epoch")
@@ -153,9 +174,15 @@ def has_refined(rows: list[dict[str, Any]]) -> bool:
     return any(r.get("fwi_n") is not None for r in rows)
 
 
+def row_family_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The test-family columns (``<family>/<metric>``) the rows carry, in order."""
+    return [k for k in (rows[0] if rows else {}) if "/" in k]
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """results.csv: `COLUMNS`, and `REFINED_COLUMNS` only when some run has a refined evaluation."""
-    columns = (*COLUMNS, *REFINED_COLUMNS) if has_refined(rows) else COLUMNS
+    """results.csv: `COLUMNS`, the test families' columns when the spec has test families, and `REFINED_COLUMNS`
+    only when some run has a refined evaluation."""
+    columns = (*COLUMNS, *row_family_columns(rows), *(REFINED_COLUMNS if has_refined(rows) else ()))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -173,7 +200,8 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
             for k, v in raw.items():
                 if v == "":
                     row[k] = None
-                elif k in (*METRIC_KEYS, "step_ms") or (k.startswith("fwi_") and k not in ("fwi_n", "fwi_setup")):
+                elif k in (*METRIC_KEYS, "step_ms") or "/" in k or \
+                        (k.startswith("fwi_") and k not in ("fwi_n", "fwi_setup")):
                     row[k] = float(v)
                 elif k in ("seed", "params", "flops", "best_epoch", "epochs", "fwi_n"):
                     row[k] = int(float(v))

@@ -1,6 +1,6 @@
 """Running an ablation's cells: datasets prepared once, each cell's ``cell.yaml`` written and trained with
-``python -m fwi.train --config cell.yaml`` (``--resume`` after an interruption), then evaluated on the test split;
-the commands go through :func:`fwi.launch.launch` (local processes or submitit/SLURM)."""
+``python -m fwi.train --config cell.yaml`` (``--resume`` after an interruption), then evaluated on the test split and
+on the spec's test families; the commands go through :func:`fwi.launch.launch` (local processes or submitit/SLURM)."""
 
 from __future__ import annotations
 
@@ -94,6 +94,13 @@ class Runner:
                     ensure_generated(Path(cfg.data.data), cfg.data.preset, seed=cfg.data.data_seed,
                                      workers=cfg.data.generate_workers or (os.cpu_count() or 1),
                                      progress=cfg.run.progress)
+        if cells and self.ablation.evaluate and evaluate_available():
+            cfg = self.ablation.cell_config(cells[0])
+            for family in self.ablation.test_families:
+                if not Path(family.data).exists():
+                    ensure_generated(Path(family.data), family.preset, seed=family.seed,
+                                     workers=cfg.data.generate_workers or (os.cpu_count() or 1),
+                                     progress=cfg.run.progress)
 
     def _train_status(self, cell: Cell, cmd: Command, rc: int) -> str:
         run_dir = self.runs_dir / cell.run
@@ -107,11 +114,18 @@ class Runner:
             return "failed"
         return "ok"
 
+    def _evaluations(self, cell: Cell) -> list[tuple[str, list[str]]]:
+        """The cell's missing evaluations: (output folder, ``fwi.evaluate`` arguments), the test split first, then the
+        test families."""
+        run_dir = self.runs_dir / cell.run
+        todo = [("eval-test", [str(run_dir), "--split", "test"]),
+                *((f.out_dir, f.evaluate_args(run_dir)) for f in self.ablation.test_families)]
+        return [(name, args) for name, args in todo if not (run_dir / name / "metrics.json").exists()]
+
     def _needs_eval(self, cell: Cell, retry: bool = True) -> bool:
         run_dir = self.runs_dir / cell.run
         return (self.ablation.evaluate and evaluate_available() and (run_dir / "summary.json").exists()
-                and not (run_dir / "eval-test" / "metrics.json").exists()
-                and (retry or not (run_dir / "eval_error.txt").exists()))
+                and bool(self._evaluations(cell)) and (retry or not (run_dir / "eval_error.txt").exists()))
 
     def _finished(self, cell: Cell) -> bool:
         return (self.runs_dir / cell.run / "summary.json").exists() and not self._needs_eval(cell, retry=False)
@@ -159,17 +173,26 @@ class Runner:
         return {c.run: self._train_status(c, cmd, rc) for c, cmd, rc in zip(todo, cmds, rcs)}
 
     def evaluate(self, cells: list[Cell], bar) -> None:
-        """Evaluate the trained cells on the test split (a failure leaves ``eval_error.txt``)."""
-        todo = [c for c in cells if self._needs_eval(c)]
-        cmds = [self._command([sys.executable, "-m", "fwi.evaluate", str(self.runs_dir / c.run), "--split", "test"],
-                              self.runs_dir / c.run, "evaluate") for c in todo]
-        for cell, cmd, rc in zip(todo, cmds, self._launch(todo, cmds, bar, count=False)):
+        """Evaluate the trained cells on the test split and the test families (logs ``evaluate[-<family>].*.log``;
+        a failure leaves ``eval_error.txt``)."""
+        todo, cmds = [], []
+        for cell in (c for c in cells if self._needs_eval(c)):
             run_dir = self.runs_dir / cell.run
+            for name, args in self._evaluations(cell):
+                stem = "evaluate" if name == "eval-test" else f"evaluate-{name.removeprefix('eval-')}"
+                todo.append(cell)
+                cmds.append(self._command([sys.executable, "-m", "fwi.evaluate", *args], run_dir, stem))
+        errors: dict[str, list[str]] = {}
+        for cell, cmd, rc in zip(todo, cmds, self._launch(todo, cmds, bar, count=False)):
+            errors.setdefault(cell.run, [])
             if rc != 0 and not self.stop.is_set():
-                write_text(run_dir / "eval_error.txt", f"exit code {rc}\ncommand: {shlex.join(cmd.argv)}\n\n"
-                           f"{tail_text(run_dir / 'evaluate.err.log')}\n")
-            elif rc == 0:
-                (run_dir / "eval_error.txt").unlink(missing_ok=True)
+                errors[cell.run].append(f"exit code {rc}\ncommand: {shlex.join(cmd.argv)}\n\n"
+                                        f"{tail_text(Path(cmd.stderr))}\n")
+        for run, failures in errors.items():
+            if failures:
+                write_text(self.runs_dir / run / "eval_error.txt", "\n".join(failures))
+            elif not self.stop.is_set():
+                (self.runs_dir / run / "eval_error.txt").unlink(missing_ok=True)
 
     def run(self, cells: list[Cell]) -> dict[str, str]:
         """Train and evaluate the unfinished ``cells``; the status of every cell by run name."""

@@ -20,8 +20,9 @@ from fwi.config import RENAMED_FLAGS, Config, from_dict, load_config, read_yaml
 from fwi.continuation import branch_conflicts, snapshot_name
 
 SPEC_KEYS = ("name", "description", "notes", "findings", "base", "overrides", "baseline", "physics_weight",
-             "physics_overrides", "wandb", "evaluate", "grid", "extra")
+             "physics_overrides", "wandb", "evaluate", "test_families", "grid", "extra")
 GRID_KEYS = ("variants", "physics", "seeds")
+FAMILY_KEYS = ("data", "preset", "seed", "split")
 EXTRA_KEYS = ("variant", "seeds", "physics")
 #: Config fields the ablation sets itself for every cell.
 RESERVED = {"name": "the cell names are derived from the labels", "out": "use --out of fwi.ablate",
@@ -106,6 +107,61 @@ class Cell:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class TestFamily:
+    """A further test set every trained cell is evaluated on (e.g. a shifted geology never trained on):
+    ``python -m fwi.evaluate RUN --data <data> --split <split> --out RUN/eval-<name>-<split>``; the runner generates
+    ``data`` from ``preset`` (data seed ``seed``) when it is missing."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    data: str
+    preset: str
+    seed: int = 0
+    split: str = "test"
+
+    @property
+    def out_dir(self) -> str:
+        """The evaluation's folder inside a run directory."""
+        return f"eval-{self.name}-{self.split}"
+
+    def evaluate_args(self, run_dir: Path) -> list[str]:
+        """The ``fwi.evaluate`` arguments after the module name."""
+        return [str(run_dir), "--data", self.data, "--split", self.split, "--out", str(run_dir / self.out_dir)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "preset": self.preset, "seed": self.seed, "split": self.split}
+
+
+def families_of(spec: dict[str, Any]) -> list[TestFamily]:
+    """The spec's ``test_families`` (``{name: {data, preset, seed?, split?}}``), validated."""
+    from fwi.data.presets import PRESETS
+
+    raw = spec.get("test_families") or {}
+    if not isinstance(raw, dict):
+        raise ValueError("test_families must be a mapping {name: {data: FILE.h5, preset: PRESET, seed: 0, "
+                         f"split: test}}}}, got {type(raw).__name__}")
+    families = []
+    for name, entry in raw.items():
+        where = f"test_families.{name}"
+        if not isinstance(name, str) or not LABEL_RE.match(name) or name == "test":
+            raise ValueError(f"{where}: a family needs a short name other than 'test' (letters, digits, _ . + = -)")
+        entry = _check_keys(entry, FAMILY_KEYS, where)
+        for key in ("data", "preset"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ValueError(f"{where} needs {key!r} (a dataset file and the preset that generates it)")
+        if entry["preset"] not in PRESETS:
+            raise ValueError(f"{where}: unknown preset {entry['preset']!r}; presets: {', '.join(PRESETS.names())}")
+        seed, split = entry.get("seed", 0), entry.get("split", "test")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"{where}: seed must be an integer >= 0, got {seed!r}")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"{where}: split must be train, val or test, got {split!r}")
+        families.append(TestFamily(name, entry["data"], entry["preset"], seed, split))
+    return families
+
+
 @dataclass
 class Ablation:
     """A validated spec: its cells in spec order, each with its resolved config."""
@@ -119,13 +175,15 @@ class Ablation:
     baseline: str
     wandb: str
     evaluate: bool
+    test_families: list[TestFamily] = field(default_factory=list)
 
     def info(self, out: str, command: str) -> dict[str, Any]:
         c = self.cell_config(self.cells[0])  # the base config with the spec's overrides
         return {"name": self.name, "spec_path": self.spec_path, "command": command, "base": self.base,
                 "preset": c.data.preset, "data": c.data.data, "data_seed": c.data.data_seed, "epochs": c.optim.epochs,
                 "baseline": self.baseline, "wandb": self.wandb, "wandb_project": c.run.wandb_project,
-                "spec": self.spec, "cells": [cell.to_dict() for cell in self.cells], "out": out}
+                "spec": self.spec, "cells": [cell.to_dict() for cell in self.cells], "out": out,
+                **({"test_families": {f.name: f.to_dict() for f in self.test_families}} if self.test_families else {})}
 
     def cell_config(self, cell: Cell) -> Config:
         return from_dict(Config, cell.config, f"cell {cell.run}")
@@ -267,6 +325,7 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
     overrides = _check_overrides(spec.get("overrides"), "overrides")
     physics_overrides = _check_overrides(spec.get("physics_overrides"), "physics_overrides")
     physics_weight = spec.get("physics_weight")
+    families = families_of(spec)
     cells, variants = _cells(spec)
     for cell in cells:
         weight = cell.factors.get("physics_weight", physics_weight)
@@ -297,4 +356,4 @@ def build_ablation(spec: dict[str, Any], spec_path: str = "<spec>", wandb: str |
     baseline = spec.get("baseline", "none")
     if baseline not in variants:
         raise ValueError(f"baseline {baseline!r} is not a variant label; labels: {', '.join(variants)}")
-    return Ablation(name, spec, spec_path, base, base_cfg, cells, baseline, mode, evaluate)
+    return Ablation(name, spec, spec_path, base, base_cfg, cells, baseline, mode, evaluate, families)

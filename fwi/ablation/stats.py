@@ -7,7 +7,7 @@ import math
 import statistics
 from typing import Any
 
-from fwi.ablation.results import METRIC_KEYS
+from fwi.ablation.results import METRIC_KEYS, row_family_columns
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -30,7 +30,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                              "factors": first["factors"], "n": len(ok),
                              "n_cells": sum(r["variant"] == variant for r in rows),
                              "seeds": [r["seed"] for r in ok], "sources": sorted({r["source"] for r in ok})}
-        for k in (*METRIC_KEYS, "params", "flops", "step_ms"):
+        for k in (*METRIC_KEYS, *row_family_columns(rows), "params", "flops", "step_ms"):
             g[k], g[f"{k}_std"] = _stats([float(r[k]) for r in ok if r.get(k) is not None])
         out.append(g)
     return out

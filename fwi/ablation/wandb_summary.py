@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fwi.ablation.results import METRIC_KEYS
+from fwi.ablation.results import METRIC_KEYS, row_family_columns
 
 
 def log_summary(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dict[str, Any]], abl_dir: Path,
@@ -18,7 +18,7 @@ def log_summary(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[d
 
     from fwi.tracking import wandb_mode
 
-    numbers = (*METRIC_KEYS, "params", "flops", "step_ms")
+    numbers = (*METRIC_KEYS, *row_family_columns(rows), "params", "flops", "step_ms")
     columns = ["row", "variant", "label", "physics", "seed", "n", "status", "source", "factors", *numbers,
                *[f"{k}_std" for k in numbers], "best_epoch", "run"]
     table = wandb.Table(columns=columns, allow_mixed_types=True)

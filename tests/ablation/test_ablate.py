@@ -234,6 +234,10 @@ def test_only_matches_the_run_name_without_the_ablation_name():
     ({"grid": {"variants": [{"label": "none"}], "physics": [False, True]}},
      r"physics: true need a positive physics_weight \(top level, or the variant.s own\), got None for variant .none."),
     ({"baseline": "plain"}, r"baseline 'plain' is not a variant label"),
+    ({"test_families": {"shifted": {"data": "s.h5", "preset": "nope"}}},
+     r"test_families.shifted: unknown preset 'nope'; presets: .*tiny"),
+    ({"test_families": {"shifted": {"preset": "tiny"}}}, r"test_families.shifted needs 'data'"),
+    ({"test_families": {"test": {"data": "s.h5", "preset": "tiny"}}}, r"a family needs a short name other than 'test'"),
 ])
 def test_spec_errors(tmp_path, capsys, change, message):
     spec = tiny_spec(tmp_path / "missing.h5", **change)
@@ -243,6 +247,46 @@ def test_spec_errors(tmp_path, capsys, change, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
     assert not (tmp_path / "exp").exists()
+
+
+def test_test_family_generated_evaluated_and_reported(ablation, tmp_path):
+    """A spec's test family: the runner generates its file (preset tiny, another data seed), evaluates the finished
+    cell there with the real fwi.evaluate, results.csv carries that evaluation's metrics and the report a section;
+    a second invocation evaluates nothing again."""
+    import shutil
+
+    from fwi.data.store import read_info
+
+    out = tmp_path / "experiments"
+    shutil.copytree(ablation["out"], out)
+    family = tmp_path / "other.h5"
+    spec = yaml.safe_load(ablation["spec"].read_text())
+    spec.update(evaluate=True, test_families={"other": {"data": str(family), "preset": "tiny", "seed": 5}})
+    spec_path = tmp_path / "family.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    argv = [str(spec_path), "--out", str(out), "--wandb", "disabled", "--only", "none-nophys-s0"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        assert ablate.main(argv) == 0
+        info = read_info(family)
+        assert str(info.attrs["seed"]) == "5" and info.sizes["test"] == 4
+        run_dir = out / "tiny" / "runs" / "tiny-none-nophys-s0"
+        test = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+        other = json.loads((run_dir / "eval-other-test" / "metrics.json").read_text())
+        assert other["n"] == 4 and other["mean"]["mae_ms"] != test["mean"]["mae_ms"]  # other models
+        row = next(r for r in read_csv(out / "tiny" / "results.csv") if r["run"] == run_dir.name)
+        for key in ("mae_ms", "ssim", "iou", "data_misfit"):
+            assert row[f"other/{key}"] == pytest.approx(other["mean"][key], rel=1e-12)
+        assert row["source"] == "test" and row["mae_ms"] == pytest.approx(test["mean"]["mae_ms"], rel=1e-12)
+        report = (out / "tiny" / "report.md").read_text()
+        section = report[report.index("## Test family `other`"):report.index("## Failed cells")]
+        ratio = other["mean"]["mae_ms"] / test["mean"]["mae_ms"]
+        line = next(ln for ln in section.splitlines() if ln.startswith("| `none` |"))
+        assert line.startswith(f"| `none` | 1 | {other['mean']['mae_ms']:.1f} | ") and line.endswith(f"| {ratio:.2f} |")
+        assert "(no run evaluated" not in section and "| `se-encskip` |" not in section  # not evaluated there
+        assert ablate.main(argv) == 0
+    log = (run_dir / "evaluate-other-test.out.log").read_text().splitlines()
+    assert sum(ln.startswith("$ ") for ln in log) == 1  # one evaluation command, none the second time
 
 
 def test_report_prefers_test_metrics(ablation):
