@@ -3,7 +3,8 @@
     python experiments/physics_sweep/paired.py [--dir experiments/physics_sweep]
 
 The runs of ``fwi.ablate configs/ablation/physics_sweep.yaml`` share their trunk up to the branch epoch, so their
-difference is what the physics term did, not trunk-to-trunk noise. Writes, beside this script:
+difference is what the physics term did, not trunk-to-trunk noise. Writes, into ``--dir`` (default: beside this
+script; ``--dir experiments/fieldsalt_physics`` for the field-scale sweep):
 
 - ``paired.md``: per branch, validation MAE / salt IoU / data misfit at every epoch from the branch point on, trunk
   against branch; and the test-split metrics of both runs with the paired difference over the test models (branch
@@ -136,9 +137,10 @@ def main() -> None:
         raise SystemExit(f"expected one finished trunk run in {args.dir / 'runs'}, found {len(trunks)}")
     branches = sorted((r for r in runs if branch_point(r) is not None),
                       key=lambda r: (branch_point(r), r["config"]["loss"]["physics_weight"]))
-    write_table(trunks[0], branches, HERE / "paired.md")
-    plot(trunks[0], branches, HERE / "paired.png")
-    print(f"{len(branches)} branch(es) against {trunks[0]['name']}: {HERE / 'paired.md'}, {HERE / 'paired.png'}")
+    write_table(trunks[0], branches, args.dir / "paired.md")
+    plot(trunks[0], branches, args.dir / "paired.png")
+    print(f"{len(branches)} branch(es) against {trunks[0]['name']}: {args.dir / 'paired.md'}, "
+          f"{args.dir / 'paired.png'}")
 
 
 if __name__ == "__main__":
