@@ -1,0 +1,98 @@
+"""Does one network give a better starting model for FWI than another? Paired over the same models.
+
+    python experiments/fwi_refine_field/compare_starts.py --dir experiments/fwi_refine_field/results/test24 \
+        --method sgd+continuation-lr02 --base unet-s0 --other ca-skip-s0
+
+Reads the two jobs ``<dir>/<start>__<method>.json`` written by ``experiments/fwi_refine/run_study.py`` (same models,
+same FWI) and writes ``<dir>/starts__<other>-vs-<base>__<method>.md``: per metric, both starts before and after FWI
+and the difference other - base before and after, mean ± standard error over the models (the models are the same
+for both, so the pairing removes the spread between models), with the number of models where ``other`` is better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from fwi.atomic import write_text
+
+#: (per-model key, heading, higher is better, format)
+METRICS = (("mae_ms", "MAE (m/s)", False, ".1f"), ("rmse_ms", "RMSE (m/s)", False, ".1f"),
+           ("ssim", "SSIM", True, ".4f"), ("iou", "salt IoU", True, ".4f"), ("misfit", "data misfit", False, ".4f"))
+
+
+def load_job(folder: Path, start: str, method: str) -> dict:
+    path = folder / f"{start}__{method}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run experiments/fwi_refine/run_study.py with --run {start}=RUN "
+                         f"--methods {method} (and --out/--tag of {folder})")
+    return json.loads(path.read_text())
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else float("nan")
+    return mean, se
+
+
+def compare(base: dict, other: dict) -> list[dict]:
+    """Per metric and stage (before / after FWI): both means, the paired difference other - base ± s.e., and how
+    many models ``other`` is better on."""
+    if base["indices"] != other["indices"] or base["data"] != other["data"] or base["split"] != other["split"]:
+        raise SystemExit("the two jobs refined different models: run both with the same --data/--split/--indices")
+    if base["fields"] != other["fields"] or base["iterations"] != other["iterations"]:
+        raise SystemExit("the two jobs ran different FWI settings")
+    rows = []
+    for key, heading, higher, fmt in METRICS:
+        for stage in ("before", "after"):
+            b, o = base["per_model"][f"{key}_{stage}"], other["per_model"][f"{key}_{stage}"]
+            diff, se = mean_se([x - y for x, y in zip(o, b)])
+            better = sum((x > y) if higher else (x < y) for x, y in zip(o, b))
+            rows.append({"metric": heading, "stage": stage, "base": sum(b) / len(b), "other": sum(o) / len(o),
+                         "diff": diff, "se": se, "better": better, "n": len(b), "fmt": fmt})
+    return rows
+
+
+def render(base: dict, other: dict, rows: list[dict], command: str) -> str:
+    lines = [f"# FWI start: `{other['start']}` against `{base['start']}`, method `{base['method']}`", "",
+             f"`{command}`", "",
+             f"{len(base['indices'])} models of `{base['data']}` ({base['split']} split, indices "
+             f"{base['indices'][0]}-{base['indices'][-1]}), {base['iterations']} iterations; `{base['start']}` from "
+             f"`{base['run']}`, `{other['start']}` from `{other['run']}`. Difference = {other['start']} - "
+             f"{base['start']}, mean ± standard error over the same models (paired); 'better' counts the models where "
+             f"`{other['start']}` is better.", "",
+             f"| metric | stage | {base['start']} | {other['start']} | difference | better |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r["fmt"]
+        lines.append(f"| {r['metric']} | {'network' if r['stage'] == 'before' else 'after FWI'} | "
+                     f"{format(r['base'], f)} | {format(r['other'], f)} | {format(r['diff'], '+' + f)} ± "
+                     f"{format(r['se'], f)} | {r['better']}/{r['n']} |")
+    gain = {s: next(r for r in rows if r["metric"] == "MAE (m/s)" and r["stage"] == s) for s in ("before", "after")}
+    lines += ["", f"MAE change under FWI: `{base['start']}` {gain['after']['base'] - gain['before']['base']:+.1f} m/s, "
+              f"`{other['start']}` {gain['after']['other'] - gain['before']['other']:+.1f} m/s; the difference "
+              f"between the starts goes from {gain['before']['diff']:+.1f} ± {gain['before']['se']:.1f} to "
+              f"{gain['after']['diff']:+.1f} ± {gain['after']['se']:.1f} m/s.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", type=Path, required=True, help="a study's results/<tag> folder")
+    p.add_argument("--method", default="sgd+continuation-lr02")
+    p.add_argument("--base", required=True, help="start label of the reference network (e.g. unet-s0)")
+    p.add_argument("--other", required=True, help="start label of the network compared with it (e.g. ca-skip-s0)")
+    args = p.parse_args()
+    base, other = load_job(args.dir, args.base, args.method), load_job(args.dir, args.other, args.method)
+    command = (f"python experiments/fwi_refine_field/compare_starts.py --dir {args.dir} --method {args.method} "
+               f"--base {args.base} --other {args.other}")
+    out = args.dir / f"starts__{args.other}-vs-{args.base}__{args.method}.md"
+    write_text(out, render(base, other, compare(base, other), command))
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
