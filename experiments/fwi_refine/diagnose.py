@@ -1,11 +1,14 @@
 """Where does FWI change the model, and does the change reduce the error there? (from a study's ``*.npz`` files)
 
     python experiments/fwi_refine/diagnose.py --tag test24 [--data data/ablation70.h5 --split test]
+    python experiments/fwi_refine/diagnose.py --tag test24 --data data/fieldsalt.h5 --sigma 5 \
+        --out experiments/fwi_refine_field/results                                      # field scale
 
 For each job: the velocity error |v - v_true| (m/s) before and after, split by depth (top, middle, bottom third of the
 grid) and by wavenumber: the long-wavelength part is the error smoothed by a Gaussian of ``--sigma`` cells (the
 background velocity FWI must get right to place reflectors), the short-wavelength part the rest. Writes
-``results/<tag>/diagnosis.md``.
+``results/<tag>/diagnosis.md`` (``<out>/<tag>/`` with ``--out``). True models and masks are read through the one
+decoding path of the readers (`fwi.invert.dataset.read_samples`), so compact files work too.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from fwi.atomic import write_text
 from fwi.data.dataset import SALT_THRESHOLD
+from fwi.data.store import read_info
+from fwi.invert.dataset import read_samples
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,18 +56,23 @@ def velocity_iou(velocity: np.ndarray, mask: np.ndarray, threshold: float = SALT
     return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
 
 
+def true_models(data: str, split: str, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """True velocity (B, nz, nx) m/s, float64, and salt mask (B, nz, nx) of ``indices`` of ``split``."""
+    s = read_samples(data, split, indices, read_info(data).storage.time_decimation)
+    return s.velocity.double().numpy(), s.salt_mask.numpy()
+
+
 def head_quality(out: Path, data: str, split: str) -> list[str]:
     """Table rows of the salt head's precision / recall per start, read from the ``salt-fill`` jobs' npz files."""
     rows = []
-    with h5py.File(data, "r") as f:
-        for path in sorted(out.glob("*__salt-fill.npz")):
-            z = np.load(path)
-            head = z["velocity"] != z["start"]
-            true = np.stack([f[split]["salt_mask"][i, 0] for i in z["indices"].tolist()]) > 0.5
-            precision = (head & true).sum() / max(head.sum(), 1)
-            recall = (head & true).sum() / max(true.sum(), 1)
-            rows.append(f"| {path.stem.split('__')[0]} | {precision:.3f} | {recall:.3f} | "
-                        f"{head.sum() / len(head):.0f} |")
+    for path in sorted(out.glob("*__salt-fill.npz")):
+        z = np.load(path)
+        head = z["velocity"] != z["start"]
+        true = true_models(data, split, z["indices"].tolist())[1] > 0.5
+        precision = (head & true).sum() / max(head.sum(), 1)
+        recall = (head & true).sum() / max(true.sum(), 1)
+        rows.append(f"| {path.stem.split('__')[0]} | {precision:.3f} | {recall:.3f} | "
+                    f"{head.sum() / len(head):.0f} |")
     return rows
 
 
@@ -73,8 +82,9 @@ def main() -> None:
     p.add_argument("--data", default="data/ablation70.h5")
     p.add_argument("--split", default="test")
     p.add_argument("--sigma", type=float, default=5.0)
+    p.add_argument("--out", default=None, help="results folder (default results/ beside this script)")
     args = p.parse_args()
-    out = HERE / "results" / args.tag
+    out = Path(args.out) / args.tag if args.out else HERE / "results" / args.tag
     lines = [f"# Error by depth and wavenumber ({args.tag}; |v - v_true| in m/s, before -> after)", "",
              f"Long wavelength: the error smoothed by a Gaussian of {args.sigma:g} cells (the background); short: the "
              "rest. Depth thirds of the grid.", "",
@@ -85,21 +95,18 @@ def main() -> None:
              "| start | method | all | top | middle | bottom | long wavelength | short wavelength | salt | sediments "
              "| salt bias | sediment share | salt IoU by velocity |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    with h5py.File(args.data, "r") as f:
-        for path in sorted(out.glob("*__*.npz")):
-            z = np.load(path)
-            idx = z["indices"].tolist()
-            truth = np.stack([f[args.split]["velocity"][i, 0] for i in idx]).astype(np.float64)
-            mask = np.stack([f[args.split]["salt_mask"][i, 0] for i in idx])
-            before = parts(z["start"].astype(np.float64) - truth, args.sigma, mask)
-            after = parts(z["velocity"].astype(np.float64) - truth, args.sigma, mask)
-            start, method = path.stem.split("__")
-            cells = " | ".join(f"{before[k]:.0f} -> {after[k]:.0f}" for k in
-                               ("all", "top", "middle", "bottom", "long", "short", "salt", "sediments", "salt_bias"))
-            cells += f" | {before['sediment_share']:.2f} -> {after['sediment_share']:.2f}"
-            iou = f"{velocity_iou(z['start'].astype(np.float64), mask):.3f} -> " \
-                  f"{velocity_iou(z['velocity'].astype(np.float64), mask):.3f}"
-            lines.append(f"| {start} | {method} | {cells} | {iou} |")
+    for path in sorted(out.glob("*__*.npz")):
+        z = np.load(path)
+        truth, mask = true_models(args.data, args.split, z["indices"].tolist())
+        before = parts(z["start"].astype(np.float64) - truth, args.sigma, mask)
+        after = parts(z["velocity"].astype(np.float64) - truth, args.sigma, mask)
+        start, method = path.stem.split("__")
+        cells = " | ".join(f"{before[k]:.0f} -> {after[k]:.0f}" for k in
+                           ("all", "top", "middle", "bottom", "long", "short", "salt", "sediments", "salt_bias"))
+        cells += f" | {before['sediment_share']:.2f} -> {after['sediment_share']:.2f}"
+        iou = f"{velocity_iou(z['start'].astype(np.float64), mask):.3f} -> " \
+              f"{velocity_iou(z['velocity'].astype(np.float64), mask):.3f}"
+        lines.append(f"| {start} | {method} | {cells} | {iou} |")
     heads = head_quality(out, args.data, args.split)
     if heads:
         lines += ["", "Salt head against the true salt (cells the `salt-fill` job changed = head p > 0.5, outside "

@@ -81,6 +81,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "sgd+continuation-tv": dict(SGD, schedule=CONTINUATION, tv_weight=1e-3),
     "sgd+continuation+salt-pin": dict(SGD, schedule=CONTINUATION, param="salt_pin", salt_confidence=0.5),
     "sgd+continuation+salt-flood": dict(SGD, schedule=CONTINUATION, start="salt-flood"),
+    # the chosen field scheme (continuation, lr 0.02) guided by the salt head: its salt cells set to the salt
+    # velocity before FWI (flood), or held there while FWI updates the rest (pin)
+    "sgd+continuation-lr02+salt-flood": dict(SGD, schedule=CONTINUATION, lr=0.02, start="salt-flood"),
+    "sgd+continuation-lr02+salt-pin": dict(SGD, schedule=CONTINUATION, lr=0.02, param="salt_pin",
+                                           salt_confidence=0.5),
 }
 REFERENCE_METHOD = "sgd"
 SMOOTH_METRES = 50.0  # the smooth-true reference: 5 cells of salt70's 10 m
