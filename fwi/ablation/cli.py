@@ -34,11 +34,12 @@ subprocess (``--jobs N`` at once, each local child then gets ``OMP_NUM_THREADS =
 goes to ``<run>/ablate.out.log`` / ``ablate.err.log``. Finished cells (summary.json present) are skipped, so an
 interrupted ablation resumes (a cell with a last.pt continues with ``--resume``; one whose checkpoint is gone, e.g. on
 a fresh machine, starts anew); a failing cell gets ``<run>/error.txt`` (exit code and the end of its stderr) and the
-others go on. After training, the cell is evaluated on the test split by `fwi.evaluate`; the report uses those test
-metrics and falls back to the validation metrics of summary.json where there are none (the ``source`` column says
-which). Each test family is evaluated too (``fwi.evaluate RUN --data FILE --split test --out RUN/eval-<family>-test``;
-a missing file is generated from its preset first): results.csv gains ``<family>/<metric>`` columns and the report a
-section per family.
+others go on. Once trained, the cell is evaluated on the test split by `fwi.evaluate` (locally at once, in the slot
+that trained it; cells trained by an earlier invocation but not evaluated are evaluated first); the report uses those
+test metrics and falls back to the validation metrics of summary.json where there are none (the ``source`` column
+says which). Each test family is evaluated too (``fwi.evaluate RUN --data FILE --split test --out
+RUN/eval-<family>-test``; a missing file is generated from its preset first): results.csv gains ``<family>/<metric>``
+columns and the report a section per family.
 
 Outputs in ``<out>/<ablation>/``: ablation.json (resolved spec and cells), results.csv (one row per cell),
 report.md (per variant mean ± std over seeds, differences to the baseline, rankings, failed cells),

@@ -10,6 +10,7 @@ import shlex
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -59,6 +60,16 @@ def branch_source(cell: Cell) -> Path | None:
     """The trunk snapshot a branch cell starts from (None for other cells)."""
     source = cell.config.get("run", {}).get("branch_from", "")
     return Path(source) if source else None
+
+
+class _NoBar:
+    """Stands in for the progress bar where a nested launch must not touch it."""
+
+    def set_postfix_str(self, *_: object) -> None:
+        pass
+
+    def update(self, *_: object) -> None:
+        pass
 
 
 class Runner:
@@ -130,7 +141,10 @@ class Runner:
     def _finished(self, cell: Cell) -> bool:
         return (self.runs_dir / cell.run / "summary.json").exists() and not self._needs_eval(cell, retry=False)
 
-    def _launch(self, cells: list[Cell], cmds: list[Command], bar, count: bool) -> list[int]:
+    def _launch(self, cells: list[Cell], cmds: list[Command], bar, count: bool, options: LaunchOptions | None = None,
+                after: Callable[[Cell, int], None] | None = None) -> list[int]:
+        """Run ``cmds`` (one per cell) with ``options`` (default: the runner's); ``after(cell, rc)`` runs in the same
+        worker once a command has finished, before the worker takes the next one."""
         running: set[str] = set()
         lock = threading.Lock()
 
@@ -141,8 +155,13 @@ class Runner:
                 if count and not add:
                     bar.update()
 
+        def done(i: int, rc: int) -> None:
+            if after is not None:
+                after(cells[i], rc)
+            show(i, False)
+
         try:
-            return launch(cmds, self.options, on_start=lambda i: show(i, True), on_done=lambda i, rc: show(i, False))
+            return launch(cmds, options or self.options, on_start=lambda i: show(i, True), on_done=done)
         except BaseException:
             self.stop.set()
             raise
@@ -169,12 +188,23 @@ class Runner:
             write_cell_config(cell, run_dir)
             (run_dir / "error.txt").unlink(missing_ok=True)
             cmds.append(self._command(train_argv(cell, run_dir), run_dir, "ablate"))
-        rcs = self._launch(todo, cmds, bar, count=True)
+        rcs = self._launch(todo, cmds, bar, count=True, after=self._evaluate_now if self._local else None)
         return {c.run: self._train_status(c, cmd, rc) for c, cmd, rc in zip(todo, cmds, rcs)}
 
-    def evaluate(self, cells: list[Cell], bar) -> None:
+    @property
+    def _local(self) -> bool:
+        return self.options.launcher == "local"
+
+    def _evaluate_now(self, cell: Cell, rc: int) -> None:
+        """Local runs: a cell that finished training is evaluated at once, in the slot that trained it, one
+        evaluation after the other (not when every cell of the wave is done: a long ablation is interrupted many
+        times before that)."""
+        if rc == 0 and not self.stop.is_set() and self._needs_eval(cell):
+            self.evaluate([cell], _NoBar(), LaunchOptions(jobs=1))
+
+    def evaluate(self, cells: list[Cell], bar, options: LaunchOptions | None = None) -> None:
         """Evaluate the trained cells on the test split and the test families (logs ``evaluate[-<family>].*.log``;
-        a failure leaves ``eval_error.txt``)."""
+        a failure leaves ``eval_error.txt``), with ``options`` (default: the runner's)."""
         todo, cmds = [], []
         for cell in (c for c in cells if self._needs_eval(c)):
             run_dir = self.runs_dir / cell.run
@@ -183,7 +213,7 @@ class Runner:
                 todo.append(cell)
                 cmds.append(self._command([sys.executable, "-m", "fwi.evaluate", *args], run_dir, stem))
         errors: dict[str, list[str]] = {}
-        for cell, cmd, rc in zip(todo, cmds, self._launch(todo, cmds, bar, count=False)):
+        for cell, cmd, rc in zip(todo, cmds, self._launch(todo, cmds, bar, count=False, options=options)):
             errors.setdefault(cell.run, [])
             if rc != 0 and not self.stop.is_set():
                 errors[cell.run].append(f"exit code {rc}\ncommand: {shlex.join(cmd.argv)}\n\n"
@@ -195,7 +225,8 @@ class Runner:
                 (self.runs_dir / run / "eval_error.txt").unlink(missing_ok=True)
 
     def run(self, cells: list[Cell]) -> dict[str, str]:
-        """Train and evaluate the unfinished ``cells``; the status of every cell by run name."""
+        """Train and evaluate the unfinished ``cells`` (cells trained by an earlier invocation but not evaluated are
+        evaluated first; locally, each cell is evaluated as soon as it is trained); the status of every cell."""
         from tqdm.auto import tqdm
 
         todo = [c for c in cells if not self._finished(c)]
@@ -205,8 +236,9 @@ class Runner:
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc=self.ablation.name,
                    dynamic_ncols=True)
         try:
+            self.evaluate([c for c in todo if (self.runs_dir / c.run / "summary.json").exists()], bar)  # earlier runs
             status.update(self.train(todo, bar))
-            self.evaluate(todo, bar)
+            self.evaluate(todo, bar)  # cells not evaluated at once (remote launchers) or whose evaluation failed
             bar.update(len(cells) - bar.n)
         finally:
             bar.close()
