@@ -3,10 +3,11 @@
     python experiments/fwi_refine_field/compare_starts.py --dir experiments/fwi_refine_field/results/test24 \
         --method sgd+continuation-lr02 --base unet-s0 --other ca-skip-s0
 
-Reads the two jobs ``<dir>/<start>__<method>.json`` written by ``experiments/fwi_refine/run_study.py`` (same models,
-same FWI) and writes ``<dir>/starts__<other>-vs-<base>__<method>.md``: per metric, both starts before and after FWI
-and the difference other - base before and after, mean ± standard error over the models (the models are the same
-for both, so the pairing removes the spread between models), with the number of models where ``other`` is better.
+Reads the two jobs ``<dir>/<start>__<method>.json`` written by ``experiments/fwi_refine/run_study.py`` (same FWI;
+the models both refined are compared, e.g. the first 12 of one job's 24) and writes
+``<dir>/starts__<other>-vs-<base>__<method>.md``: per metric, both starts before and after FWI and the difference
+other - base before and after, mean ± standard error over the models (the same models for both, so the pairing
+removes the spread between models), with the number of models where ``other`` is better.
 """
 
 from __future__ import annotations
@@ -38,17 +39,33 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, se
 
 
-def compare(base: dict, other: dict) -> list[dict]:
-    """Per metric and stage (before / after FWI): both means, the paired difference other - base ± s.e., and how
-    many models ``other`` is better on."""
-    if base["indices"] != other["indices"] or base["data"] != other["data"] or base["split"] != other["split"]:
-        raise SystemExit("the two jobs refined different models: run both with the same --data/--split/--indices")
+def common_models(base: dict, other: dict) -> list[int]:
+    """The dataset indices both jobs refined (in ``base``'s order); an error when they share none or differ in data,
+    split or FWI settings."""
+    if base["data"] != other["data"] or base["split"] != other["split"]:
+        raise SystemExit("the two jobs refined models of different datasets or splits")
     if base["fields"] != other["fields"] or base["iterations"] != other["iterations"]:
         raise SystemExit("the two jobs ran different FWI settings")
+    common = [i for i in base["indices"] if i in set(other["indices"])]
+    if not common:
+        raise SystemExit("the two jobs share no model: run both with overlapping --indices")
+    return common
+
+
+def per_model(job: dict, key: str, indices: list[int]) -> list[float]:
+    """``job``'s per-model values of ``key`` for the dataset ``indices``."""
+    where = {i: n for n, i in enumerate(job["indices"])}
+    return [job["per_model"][key][where[i]] for i in indices]
+
+
+def compare(base: dict, other: dict) -> list[dict]:
+    """Per metric and stage (before / after FWI), on the models both jobs refined: both means, the paired difference
+    other - base ± s.e., and how many models ``other`` is better on."""
+    models = common_models(base, other)
     rows = []
     for key, heading, higher, fmt in METRICS:
         for stage in ("before", "after"):
-            b, o = base["per_model"][f"{key}_{stage}"], other["per_model"][f"{key}_{stage}"]
+            b, o = per_model(base, f"{key}_{stage}", models), per_model(other, f"{key}_{stage}", models)
             diff, se = mean_se([x - y for x, y in zip(o, b)])
             better = sum((x > y) if higher else (x < y) for x, y in zip(o, b))
             rows.append({"metric": heading, "stage": stage, "base": sum(b) / len(b), "other": sum(o) / len(o),
@@ -57,10 +74,11 @@ def compare(base: dict, other: dict) -> list[dict]:
 
 
 def render(base: dict, other: dict, rows: list[dict], command: str) -> str:
+    models = common_models(base, other)
     lines = [f"# FWI start: `{other['start']}` against `{base['start']}`, method `{base['method']}`", "",
              f"`{command}`", "",
-             f"{len(base['indices'])} models of `{base['data']}` ({base['split']} split, indices "
-             f"{base['indices'][0]}-{base['indices'][-1]}), {base['iterations']} iterations; `{base['start']}` from "
+             f"{len(models)} models of `{base['data']}` ({base['split']} split, indices {_ranges(models)}) refined "
+             f"from both starts, {base['iterations']} iterations; `{base['start']}` from "
              f"`{base['run']}`, `{other['start']}` from `{other['run']}`. Difference = {other['start']} - "
              f"{base['start']}, mean ± standard error over the same models (paired); 'better' counts the models where "
              f"`{other['start']}` is better.", "",
@@ -77,6 +95,17 @@ def render(base: dict, other: dict, rows: list[dict], command: str) -> str:
               f"between the starts goes from {gain['before']['diff']:+.1f} ± {gain['before']['se']:.1f} to "
               f"{gain['after']['diff']:+.1f} ± {gain['after']['se']:.1f} m/s.", ""]
     return "\n".join(lines)
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    parts, start = [], None
+    for k, i in enumerate(indices):
+        start = i if start is None else start
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            parts.append(f"{start}-{i}" if i > start else str(i))
+            start = None
+    return ", ".join(parts)
 
 
 def main() -> None:
