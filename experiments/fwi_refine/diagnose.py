@@ -14,6 +14,7 @@ decoding path of the readers (`fwi.invert.dataset.read_samples`), so compact fil
 from __future__ import annotations
 
 import argparse
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,10 @@ def velocity_iou(velocity: np.ndarray, mask: np.ndarray, threshold: float = SALT
     return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
 
 
-def true_models(data: str, split: str, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """True velocity (B, nz, nx) m/s, float64, and salt mask (B, nz, nx) of ``indices`` of ``split``."""
+@lru_cache(maxsize=4)
+def true_models(data: str, split: str, indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """True velocity (B, nz, nx) m/s, float64, and salt mask (B, nz, nx) of ``indices`` of ``split`` (read once for
+    all the jobs on the same models)."""
     s = read_samples(data, split, indices, read_info(data).storage.time_decimation)
     return s.velocity.double().numpy(), s.salt_mask.numpy()
 
@@ -68,7 +71,7 @@ def head_quality(out: Path, data: str, split: str) -> list[str]:
     for path in sorted(out.glob("*__salt-fill.npz")):
         z = np.load(path)
         head = z["velocity"] != z["start"]
-        true = true_models(data, split, z["indices"].tolist())[1] > 0.5
+        true = true_models(data, split, tuple(z["indices"].tolist()))[1] > 0.5
         precision = (head & true).sum() / max(head.sum(), 1)
         recall = (head & true).sum() / max(true.sum(), 1)
         rows.append(f"| {path.stem.split('__')[0]} | {precision:.3f} | {recall:.3f} | "
@@ -97,7 +100,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(out.glob("*__*.npz")):
         z = np.load(path)
-        truth, mask = true_models(args.data, args.split, z["indices"].tolist())
+        truth, mask = true_models(args.data, args.split, tuple(z["indices"].tolist()))
         before = parts(z["start"].astype(np.float64) - truth, args.sigma, mask)
         after = parts(z["velocity"].astype(np.float64) - truth, args.sigma, mask)
         start, method = path.stem.split("__")

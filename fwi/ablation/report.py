@@ -12,7 +12,7 @@ from fwi.ablation.plots import make_plots
 from fwi.ablation.results import (FAMILY_METRICS, METRICS, REFINED_METRICS, collect, has_refined, read_csv, read_json,
                                   write_csv)
 from fwi.ablation.runner import tail_text
-from fwi.ablation.spec import CELL_CONFIG, Cell, families_of
+from fwi.ablation.spec import CELL_CONFIG, Cell, TestFamily, families_of
 from fwi.ablation.stats import aggregate, baseline_for, critical_t, difference, pooled_variance
 from fwi.ablation.wandb_summary import log_summary
 from fwi.atomic import write_text
@@ -158,12 +158,12 @@ def _families(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dic
     """Per test family of the spec: each variant's metrics there (mean ± std over seeds), its difference to the
     baseline (± the pooled standard error, as in the difference section) and its MAE there over its test MAE."""
     baseline, lines = info["baseline"], []
-    for name, family in (info.get("test_families") or {}).items():
-        split = family.get("split", "test")
+    for family in (TestFamily(name, **f) for name, f in (info.get("test_families") or {}).items()):
+        name = family.name
         lines += [f"## Test family `{name}`", "",
-                  f"Preset `{family['preset']}` (`{family['data']}`, data seed {family.get('seed', 0)}), its {split} "
-                  f"split, never trained on: `python -m fwi.evaluate RUN --data {family['data']} --split {split} "
-                  f"--out RUN/eval-{name}-{split}` (the run's own normalisation). Mean ± std over seeds; Δ to "
+                  f"Preset `{family.preset}` (`{family.data}`, data seed {family.seed}), its {family.split} "
+                  f"split, never trained on: `python -m fwi.evaluate {shlex.join(family.evaluate_args(Path('RUN')))}` "
+                  "(the run's own normalisation). Mean ± std over seeds; Δ to "
                   f"`{baseline}` ± its standard error with the seed variance pooled over the variants, * as above; "
                   "MAE ratio: a run's MAE here over its MAE in the per-variant table, averaged over its runs.", ""]
         keys = [f"{name}/{k}" for k, *_ in FAMILY_METRICS]
@@ -306,7 +306,7 @@ def _runs(rows: list[dict[str, Any]]) -> list[str]:
                                                for r in rows]), ""]
 
 
-def _refresh_prose(info: dict[str, Any]) -> None:
+def _refresh_from_spec(info: dict[str, Any]) -> None:
     """Take the prose (description, notes, findings) and the test families from the spec file as it is now: prose is
     written after the runs started, findings once the numbers are in, and a family may be added to a running
     ablation (its evaluations are then run by the next ``fwi.ablate SPEC``, or by hand)."""
@@ -333,7 +333,7 @@ def build_report(abl_dir: Path, wandb: str = "disabled", seeds: Sequence[int] | 
         raise FileNotFoundError(f"{abl_dir / 'ablation.json'} not found: is {abl_dir} an ablation directory "
                                 "(written by `python -m fwi.ablate SPEC.yaml`)?")
     info["out"] = str(abl_dir.parent)
-    _refresh_prose(info)
+    _refresh_from_spec(info)
     target = abl_dir
     if seeds is not None:
         known = sorted({int(c["seed"]) for c in info["cells"]})

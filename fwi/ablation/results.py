@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from fwi.ablation.runner import cell_status
-from fwi.ablation.spec import Cell
+from fwi.ablation.spec import Cell, TestFamily
 from fwi.atomic import write_text
 from fwi.config import load_config
 
@@ -64,10 +64,11 @@ def family_columns(info: dict[str, Any]) -> list[str]:
     return [f"{name}/{key}" for name in info.get("test_families") or {} for key, *_ in FAMILY_METRICS]
 
 
-def family_metrics(run_dir: Path, name: str, family: dict[str, Any]) -> dict[str, float]:
-    """The run's mean metrics on the test family ``name`` (``<run>/eval-<name>-<split>/metrics.json``), as
-    ``<name>/<metric>``; empty when it was not evaluated there."""
-    ev = read_json(run_dir / f"eval-{name}-{family.get('split', 'test')}" / "metrics.json") or {}
+def family_metrics(run_dir: Path, family: TestFamily) -> dict[str, float]:
+    """The run's mean metrics on ``family`` (``<run>/<family.out_dir>/metrics.json``), as ``<name>/<metric>``; empty
+    when it was not evaluated there."""
+    name = family.name
+    ev = read_json(run_dir / family.out_dir / "metrics.json") or {}
     mean = {k.split("/")[-1]: v for k, v in (ev.get("mean") or {}).items()}
     return {f"{name}/{k}": float(mean[k]) for k, *_ in FAMILY_METRICS if isinstance(mean.get(k), (int, float))}
 
@@ -138,7 +139,7 @@ def run_flops(run_dir: Path) -> int | None:
 def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
     """One row per cell (in spec order) from the run directories."""
     rows = []
-    families = info.get("test_families") or {}
+    families = [TestFamily(name, **f) for name, f in (info.get("test_families") or {}).items()]
     for c in info["cells"]:
         cell = Cell.from_dict(c)
         run_dir = abl_dir / "runs" / cell.run
@@ -150,8 +151,8 @@ def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
         if status == "ok":
             metrics, row["source"] = run_metrics(run_dir)
             row.update(metrics)
-            for name, family in families.items():
-                row.update(family_metrics(run_dir, name, family))
+            for family in families:
+                row.update(family_metrics(run_dir, family))
             row.update(refined_metrics(run_dir))
             summary = read_json(run_dir / "summary.json") or {}
             row["params"], row["best_epoch"] = summary.get("params"), summary.get("best_epoch")

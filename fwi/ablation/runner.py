@@ -62,16 +62,6 @@ def branch_source(cell: Cell) -> Path | None:
     return Path(source) if source else None
 
 
-class _NoBar:
-    """Stands in for the progress bar where a nested launch must not touch it."""
-
-    def set_postfix_str(self, *_: object) -> None:
-        pass
-
-    def update(self, *_: object) -> None:
-        pass
-
-
 class Runner:
     """Runs the cells of one ablation under ``<out>/<name>/runs/``, ``launch`` options giving where and how many
     at once (each local child then gets ``OMP_NUM_THREADS = cores // jobs``)."""
@@ -95,23 +85,16 @@ class Runner:
         """Generate missing datasets once, here, rather than in several children at the same time."""
         from fwi.data.generate import ensure_generated
 
-        done = set()
-        for cell in cells:
-            cfg = self.ablation.cell_config(cell)
-            key = (cfg.data.data, cfg.data.preset, cfg.data.data_seed)
-            if key not in done:
-                done.add(key)
-                if not Path(cfg.data.data).exists():
-                    ensure_generated(Path(cfg.data.data), cfg.data.preset, seed=cfg.data.data_seed,
-                                     workers=cfg.data.generate_workers or (os.cpu_count() or 1),
-                                     progress=cfg.run.progress)
-        if cells and self.ablation.evaluate and evaluate_available():
-            cfg = self.ablation.cell_config(cells[0])
-            for family in self.ablation.test_families:
-                if not Path(family.data).exists():
-                    ensure_generated(Path(family.data), family.preset, seed=family.seed,
-                                     workers=cfg.data.generate_workers or (os.cpu_count() or 1),
-                                     progress=cfg.run.progress)
+        if not cells:
+            return
+        cfg = self.ablation.cell_config(cells[0])
+        wanted = {(c.data.data, c.data.preset, c.data.data_seed) for c in map(self.ablation.cell_config, cells)}
+        if self.ablation.evaluate and evaluate_available():
+            wanted |= {(f.data, f.preset, f.seed) for f in self.ablation.test_families}
+        for path, preset, seed in sorted(wanted):
+            if not Path(path).exists():
+                ensure_generated(Path(path), preset, seed=seed, progress=cfg.run.progress,
+                                 workers=cfg.data.generate_workers or (os.cpu_count() or 1))
 
     def _train_status(self, cell: Cell, cmd: Command, rc: int) -> str:
         run_dir = self.runs_dir / cell.run
@@ -143,12 +126,14 @@ class Runner:
 
     def _launch(self, cells: list[Cell], cmds: list[Command], bar, count: bool, options: LaunchOptions | None = None,
                 after: Callable[[Cell, int], None] | None = None) -> list[int]:
-        """Run ``cmds`` (one per cell) with ``options`` (default: the runner's); ``after(cell, rc)`` runs in the same
-        worker once a command has finished, before the worker takes the next one."""
+        """Run ``cmds`` (one per cell) with ``options`` (default: the runner's), showing them on ``bar`` (None: no
+        bar); ``after(cell, rc)`` runs in the same worker once a command has finished, before it takes the next."""
         running: set[str] = set()
         lock = threading.Lock()
 
         def show(i: int, add: bool) -> None:
+            if bar is None:
+                return
             with lock:
                 (running.add if add else running.discard)(f"{cells[i].variant} s{cells[i].seed}")
                 bar.set_postfix_str(", ".join(sorted(running)))
@@ -200,7 +185,7 @@ class Runner:
         evaluation after the other (not when every cell of the wave is done: a long ablation is interrupted many
         times before that)."""
         if rc == 0 and not self.stop.is_set() and self._needs_eval(cell):
-            self.evaluate([cell], _NoBar(), LaunchOptions(jobs=1))
+            self.evaluate([cell], None, LaunchOptions(jobs=1))
 
     def evaluate(self, cells: list[Cell], bar, options: LaunchOptions | None = None) -> None:
         """Evaluate the trained cells on the test split and the test families (logs ``evaluate[-<family>].*.log``;
