@@ -79,6 +79,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "lbfgs+depth2": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, optimizer="lbfgs",
                          grad_quantile=0.0),
     "sgd+continuation-tv": dict(SGD, schedule=CONTINUATION, tv_weight=1e-3),
+    "sgd+continuation-lr02-tv": dict(SGD, schedule=CONTINUATION, lr=0.02, tv_weight=1e-3),  # TV on the chosen scheme
     "sgd+continuation+salt-pin": dict(SGD, schedule=CONTINUATION, param="salt_pin", salt_confidence=0.5),
     "sgd+continuation+salt-flood": dict(SGD, schedule=CONTINUATION, start="salt-flood"),
     # the chosen field scheme (continuation, lr 0.02) guided by the salt head: its salt cells set to the salt
