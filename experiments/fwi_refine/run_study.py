@@ -87,7 +87,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "sgd+continuation-lr02+salt-flood": dict(SGD, schedule=CONTINUATION, lr=0.02, start="salt-flood"),
     "sgd+continuation-lr02+salt-pin": dict(SGD, schedule=CONTINUATION, lr=0.02, param="salt_pin",
                                            salt_confidence=0.5),
-    # the pin with the salt velocity held at SALT_VELOCITY: the learnt one drifted to 3792-5000 m/s at field scale
+    # the pin with the salt velocity held at RefineConfig.salt_velocity (4500 m/s): the learnt one drifted to
+    # 3792-5000 m/s at field scale
     "sgd+continuation-lr02+salt-pin-fixed": dict(SGD, schedule=CONTINUATION, lr=0.02, param="salt_pin",
                                                  salt_confidence=0.5, learn_salt_velocity=False),
 }
