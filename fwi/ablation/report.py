@@ -12,7 +12,7 @@ from fwi.ablation.plots import make_plots
 from fwi.ablation.results import (FAMILY_METRICS, METRICS, REFINED_METRICS, collect, has_refined, read_csv, read_json,
                                   write_csv)
 from fwi.ablation.runner import tail_text
-from fwi.ablation.spec import CELL_CONFIG, Cell, TestFamily, families_of
+from fwi.ablation.spec import CELL_CONFIG, Cell, families_of
 from fwi.ablation.stats import aggregate, baseline_for, critical_t, difference, pooled_variance
 from fwi.ablation.wandb_summary import log_summary
 from fwi.atomic import write_text
@@ -158,7 +158,7 @@ def _families(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[dic
     """Per test family of the spec: each variant's metrics there (mean ± std over seeds), its difference to the
     baseline (± the pooled standard error, as in the difference section) and its MAE there over its test MAE."""
     baseline, lines = info["baseline"], []
-    for family in (TestFamily(name, **f) for name, f in (info.get("test_families") or {}).items()):
+    for family in families_of(info):
         name = family.name
         lines += [f"## Test family `{name}`", "",
                   f"Preset `{family.preset}` (`{family.data}`, data seed {family.seed}), its {family.split} "

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from fwi.ablation.runner import cell_status
-from fwi.ablation.spec import Cell, TestFamily
+from fwi.ablation.spec import Cell, TestFamily, families_of
 from fwi.atomic import write_text
 from fwi.config import load_config
 
@@ -139,7 +139,7 @@ def run_flops(run_dir: Path) -> int | None:
 def collect(info: dict[str, Any], abl_dir: Path) -> list[dict[str, Any]]:
     """One row per cell (in spec order) from the run directories."""
     rows = []
-    families = [TestFamily(name, **f) for name, f in (info.get("test_families") or {}).items()]
+    families = families_of(info)
     for c in info["cells"]:
         cell = Cell.from_dict(c)
         run_dir = abl_dir / "runs" / cell.run
