@@ -78,6 +78,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "sgd+depth2-lr02": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, lr=0.02),
     "lbfgs+depth2": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, optimizer="lbfgs",
                          grad_quantile=0.0),
+    "lbfgs+continuation": dict(SGD, schedule=CONTINUATION, optimizer="lbfgs", grad_quantile=0.0),  # no depth scaling
+    # the network's weights optimised per model (Adam 1e-5, as on salt70) with the field continuation
+    "network-prior+continuation": dict(ADAM, schedule=CONTINUATION, smooth_sigma=2.0, mute_cells=2, param="network",
+                                       network_lr=1e-5),
     "sgd+continuation-tv": dict(SGD, schedule=CONTINUATION, tv_weight=1e-3),
     "sgd+continuation-lr02-tv": dict(SGD, schedule=CONTINUATION, lr=0.02, tv_weight=1e-3),  # TV on the chosen scheme
     "sgd+continuation+salt-pin": dict(SGD, schedule=CONTINUATION, param="salt_pin", salt_confidence=0.5),
