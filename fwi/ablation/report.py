@@ -13,7 +13,7 @@ from fwi.ablation.results import (FAMILY_METRICS, METRICS, REFINED_METRICS, coll
                                   write_csv)
 from fwi.ablation.runner import tail_text
 from fwi.ablation.spec import CELL_CONFIG, Cell, families_of
-from fwi.ablation.stats import aggregate, baseline_for, critical_t, difference, pooled_variance
+from fwi.ablation.stats import MIN_STAR_DOF, aggregate, baseline_for, critical_t, difference, pooled_variance
 from fwi.ablation.wandb_summary import log_summary
 from fwi.atomic import write_text
 from fwi.config import read_yaml
@@ -111,8 +111,9 @@ def _differences(info: dict[str, Any], rows: list[dict[str, Any]], groups: list[
     """Each variant minus its baseline, with the pooled standard error, the t-test star and the paired differences."""
     baseline = info["baseline"]
     noise = pooled_variance(groups, "mae")
-    dof_text = (f"here {noise[1]}: t = {critical_t(noise[1]):.2f}" if noise else
-                "none yet: no variant has two runs")
+    dof_text = ("none yet: no variant has two runs" if noise is None else
+                f"here {noise[1]}: t = {critical_t(noise[1]):.2f}" if noise[1] >= MIN_STAR_DOF else
+                f"here {noise[1]}: no star until there are {MIN_STAR_DOF}, since one pair of seeds can agree by chance")
     lines = [f"## Difference to the baseline `{baseline}`", "",
              "Δ = mean(variant) − mean(baseline) ± its standard error s_p √(1/n_v + 1/n_b), s_p² the seed "
              "variance pooled over every variant with two or more runs (one noise level for all: with two seeds a "

@@ -36,6 +36,11 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: The fewest pooled degrees of freedom that earn a significance star (two seeds of the fieldsalt baseline agreed on
+#: SSIM to 1e-5 by chance, and with one degree of freedom that noise estimate starred every SSIM difference).
+MIN_STAR_DOF = 2
+
+
 def pooled_variance(groups: list[dict[str, Any]], key: str) -> tuple[float, int] | None:
     """Seed variance of ``key`` pooled over the variants with >= 2 runs (the ablation's seed noise) and its degrees
     of freedom, sum(n_i - 1); None where no variant has two runs."""
@@ -66,7 +71,8 @@ def difference(group: dict[str, Any], ref: dict[str, Any], rows: list[dict[str, 
     """mean(variant) - mean(baseline); its standard error s_p sqrt(1/n_v + 1/n_b) with s_p^2 the pooled seed variance
     (one noise level for all variants: with two seeds a variant's own variance rests on one degree of freedom);
     ``significant`` where |diff| exceeds the two-sided 5 % critical value of Student's t with the pooled degrees of
-    freedom; and the per-seed paired differences where both have the seed."""
+    freedom (never on a single degree of freedom: one pair of seeds can agree by chance and make any difference look
+    significant); and the per-seed paired differences where both have the seed."""
     if group.get(key) is None or ref.get(key) is None:
         return None
     diff = group[key] - ref[key]
@@ -74,7 +80,7 @@ def difference(group: dict[str, Any], ref: dict[str, Any], rows: list[dict[str, 
     if pooled is not None:
         variance, dof = pooled
         se = math.sqrt(variance * (1 / group["n"] + 1 / ref["n"]))
-        significant = abs(diff) > critical_t(dof) * se
+        significant = abs(diff) > critical_t(dof) * se if dof >= MIN_STAR_DOF else None
     mine = {r["seed"]: r[key] for r in rows if r["variant"] == group["variant"] and r["status"] == "ok"
             and r.get(key) is not None}
     theirs = {r["seed"]: r[key] for r in rows if r["variant"] == ref["variant"] and r["status"] == "ok"
