@@ -49,6 +49,9 @@ PRECOND = dict(smooth_sigma=2.0, mute_cells=2, illumination=True)  # the pilot's
 SGD = dict(optimizer="sgd", lr=0.05, grad_quantile=0.98, smooth_sigma=1.0, mute_cells=2, illumination=False)
 SALT_VELOCITY = 4500.0  # fwi.data.geology draws salt at 4400-4600 m/s
 #: name -> RefineConfig fields (plus "start": how the start is changed before FWI: "salt-flood").
+#: the network's weights optimised per model (Adam 1e-5, as on salt70) with the field continuation
+NETWORK_PRIOR_FIELD = dict(ADAM, schedule=CONTINUATION, smooth_sigma=2.0, mute_cells=2, param="network",
+                           network_lr=1e-5)
 METHODS: dict[str, dict[str, Any]] = {
     # the failing baseline and the pilot's Adam-based steps
     "plain-l2": dict(ADAM, schedule=(None,)),
@@ -79,12 +82,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "lbfgs+depth2": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, optimizer="lbfgs",
                          grad_quantile=0.0),
     "lbfgs+continuation": dict(SGD, schedule=CONTINUATION, optimizer="lbfgs", grad_quantile=0.0),  # no depth scaling
-    # the network's weights optimised per model (Adam 1e-5, as on salt70) with the field continuation
-    "network-prior+continuation": dict(ADAM, schedule=CONTINUATION, smooth_sigma=2.0, mute_cells=2, param="network",
-                                       network_lr=1e-5),
+    "network-prior+continuation": NETWORK_PRIOR_FIELD,
     # the same, twice as long (its MAE was still falling at iteration 36)
-    "network-prior+continuation-72": dict(ADAM, schedule=CONTINUATION, smooth_sigma=2.0, mute_cells=2,
-                                          param="network", network_lr=1e-5, iterations=72),
+    "network-prior+continuation-72": dict(NETWORK_PRIOR_FIELD, iterations=72),
     "sgd+continuation-tv": dict(SGD, schedule=CONTINUATION, tv_weight=1e-3),
     "sgd+continuation-lr02-tv": dict(SGD, schedule=CONTINUATION, lr=0.02, tv_weight=1e-3),  # TV on the chosen scheme
     "sgd+continuation+salt-pin": dict(SGD, schedule=CONTINUATION, param="salt_pin", salt_confidence=0.5),
