@@ -78,6 +78,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # field scale (experiments/fwi_refine_field/): low-frequency continuation from 3 Hz, smaller steps, depth scaling
     "sgd+continuation": dict(SGD, schedule=CONTINUATION),
     "sgd+continuation-lr02": dict(SGD, schedule=CONTINUATION, lr=0.02),
+    "sgd+continuation-lr02-72": dict(SGD, schedule=CONTINUATION, lr=0.02, iterations=72),  # partner of the 72-it prior
     "sgd+depth2-lr02": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, lr=0.02),
     "lbfgs+depth2": dict(SGD, schedule=CONTINUATION, depth_power=2.0, mute_cells=5, optimizer="lbfgs",
                          grad_quantile=0.0),
