@@ -1,0 +1,64 @@
+"""Compare two groups of starts (e.g. two training seeds of each network) before and after one FWI method.
+
+Reads the study's JSON records (`<start>__<method>.json`, field `per_model`) from one results folder and prints,
+for MAE and salt IoU, before and after FWI: each group's mean (and its per-seed means), the per-model difference of
+the group means with its standard error over models, and the standard error with the seed as the unit (seed
+variance pooled over both groups, n_a + n_b - 2 degrees of freedom, with the t statistic).
+
+    python experiments/fwi_refine_field/compare_groups.py --dir experiments/fwi_refine_field/results/test24 \
+        --method network-prior+continuation --base unet-s0,unet-s1 --other ca-skip-s0,ca-skip-s1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def per_model(folder: Path, start: str, method: str, field: str) -> np.ndarray:
+    """One start's per-model values of `field` (e.g. "mae_ms_after"), shape (models,)."""
+    record = folder / f"{start}__{method}.json"
+    if not record.is_file():
+        raise SystemExit(f"no record {record}: run run_study.py with --run {start}=... --methods {method} first")
+    return np.asarray(json.loads(record.read_text())["per_model"][field], dtype=float)
+
+
+def compare(folder: Path, method: str, base: list[str], other: list[str]) -> list[str]:
+    """Lines of the comparison (other minus base; negative MAE / positive IoU differences favour `other`)."""
+    lines = []
+    for metric, lower_is_better in (("mae_ms", True), ("iou", False)):
+        for stage in ("before", "after"):
+            field = f"{metric}_{stage}"
+            a = np.stack([per_model(folder, s, method, field) for s in base])  # (seeds, models)
+            b = np.stack([per_model(folder, s, method, field) for s in other])
+            diff = b.mean(0) - a.mean(0)
+            se_models = diff.std(ddof=1) / np.sqrt(diff.size)
+            better = int((diff < 0).sum() if lower_is_better else (diff > 0).sum())
+            dof = len(base) + len(other) - 2
+            seed_means = [a.mean(1), b.mean(1)]
+            line = (f"{field}: base {a.mean():.4g} (seeds {np.round(seed_means[0], 4).tolist()}), "
+                    f"other {b.mean():.4g} (seeds {np.round(seed_means[1], 4).tolist()}); "
+                    f"difference {diff.mean():+.4g} ± {se_models:.3g} over models ({better}/{diff.size} better)")
+            if dof > 0:
+                pooled = np.sqrt(sum(((m - m.mean()) ** 2).sum() for m in seed_means) / dof)
+                se_seeds = pooled * np.sqrt(1 / len(base) + 1 / len(other))
+                line += f", ± {se_seeds:.3g} over seeds ({dof} dof, t = {abs(diff.mean()) / se_seeds:.2f})"
+            lines.append(line)
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", type=Path, required=True, help="a study's results/<tag> folder")
+    p.add_argument("--method", default="network-prior+continuation")
+    p.add_argument("--base", required=True, help="comma-separated start labels, e.g. unet-s0,unet-s1")
+    p.add_argument("--other", required=True, help="comma-separated start labels, e.g. ca-skip-s0,ca-skip-s1")
+    args = p.parse_args()
+    print("\n".join(compare(args.dir, args.method, args.base.split(","), args.other.split(","))))
+
+
+if __name__ == "__main__":
+    main()
