@@ -12,40 +12,38 @@ variance pooled over both groups, n_a + n_b - 2 degrees of freedom, with the t s
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-
-def per_model(folder: Path, start: str, method: str, field: str) -> np.ndarray:
-    """One start's per-model values of `field` (e.g. "mae_ms_after"), shape (models,)."""
-    record = folder / f"{start}__{method}.json"
-    if not record.is_file():
-        raise SystemExit(f"no record {record}: run run_study.py with --run {start}=... --methods {method} first")
-    return np.asarray(json.loads(record.read_text())["per_model"][field], dtype=float)
+from compare_starts import common_models, load_job, mean_se, per_model
 
 
 def compare(folder: Path, method: str, base: list[str], other: list[str]) -> list[str]:
-    """Lines of the comparison (other minus base; negative MAE / positive IoU differences favour `other`)."""
+    """Lines of the comparison (other minus base; negative MAE / positive IoU differences favour `other`), on the
+    models every job refined (the jobs must share data, split and FWI settings: ``compare_starts.common_models``)."""
+    jobs = {s: load_job(folder, s, method) for s in base + other}
+    models = jobs[base[0]]["indices"]
+    for start in base[1:] + other:
+        models = common_models({**jobs[base[0]], "indices": models}, jobs[start])
     lines = []
     for metric, lower_is_better in (("mae_ms", True), ("iou", False)):
         for stage in ("before", "after"):
             field = f"{metric}_{stage}"
-            a = np.stack([per_model(folder, s, method, field) for s in base])  # (seeds, models)
-            b = np.stack([per_model(folder, s, method, field) for s in other])
+            a = np.array([per_model(jobs[s], field, models) for s in base])  # (seeds, models)
+            b = np.array([per_model(jobs[s], field, models) for s in other])
             diff = b.mean(0) - a.mean(0)
-            se_models = diff.std(ddof=1) / np.sqrt(diff.size)
+            mean, se_models = mean_se(diff.tolist())
             better = int((diff < 0).sum() if lower_is_better else (diff > 0).sum())
             dof = len(base) + len(other) - 2
             seed_means = [a.mean(1), b.mean(1)]
             line = (f"{field}: base {a.mean():.4g} (seeds {np.round(seed_means[0], 4).tolist()}), "
                     f"other {b.mean():.4g} (seeds {np.round(seed_means[1], 4).tolist()}); "
-                    f"difference {diff.mean():+.4g} ± {se_models:.3g} over models ({better}/{diff.size} better)")
+                    f"difference {mean:+.4g} ± {se_models:.3g} over models ({better}/{diff.size} better)")
             if dof > 0:
                 pooled = np.sqrt(sum(((m - m.mean()) ** 2).sum() for m in seed_means) / dof)
                 se_seeds = pooled * np.sqrt(1 / len(base) + 1 / len(other))
-                line += f", ± {se_seeds:.3g} over seeds ({dof} dof, t = {abs(diff.mean()) / se_seeds:.2f})"
+                line += f", ± {se_seeds:.3g} over seeds ({dof} dof, t = {abs(mean) / se_seeds:.2f})"
             lines.append(line)
     return lines
 
