@@ -1,6 +1,7 @@
 """Compare two groups of starts (e.g. two training seeds of each network) before and after one FWI method.
 
-Reads the study's JSON records (`<start>__<method>.json`, field `per_model`) from one results folder and prints,
+Reads the study's JSON records (`<start>__<method>.json`, field `per_model`) from one results folder (or several,
+with ``--dir`` repeated: their models pooled, e.g. tags test24 and test24-36) and prints,
 for MAE and salt IoU, before and after FWI: each group's mean (and its per-seed means), the per-model difference of
 the group means with its standard error over models, and the standard error with the seed as the unit (seed
 variance pooled over both groups, n_a + n_b - 2 degrees of freedom, with the t statistic).
@@ -19,10 +20,10 @@ import numpy as np
 from compare_starts import common_models, load_job, mean_se, per_model
 
 
-def compare(folder: Path, method: str, base: list[str], other: list[str]) -> list[str]:
+def compare(folders: list[Path], method: str, base: list[str], other: list[str]) -> list[str]:
     """Lines of the comparison (other minus base; negative MAE / positive IoU differences favour `other`), on the
     models every job refined (the jobs must share data, split and FWI settings: ``compare_starts.common_models``)."""
-    jobs = {s: load_job(folder, s, method) for s in base + other}
+    jobs = {s: load_job(folders, s, method) for s in base + other}
     models = jobs[base[0]]["indices"]
     for start in base[1:] + other:
         models = common_models({**jobs[base[0]], "indices": models}, jobs[start])
@@ -50,7 +51,8 @@ def compare(folder: Path, method: str, base: list[str], other: list[str]) -> lis
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", type=Path, required=True, help="a study's results/<tag> folder")
+    p.add_argument("--dir", type=Path, action="append", required=True,
+                   help="a study's results/<tag> folder; repeat to merge the jobs of several tags (other models)")
     p.add_argument("--method", default="network-prior+continuation")
     p.add_argument("--base", required=True, help="comma-separated start labels, e.g. unet-s0,unet-s1")
     p.add_argument("--other", required=True, help="comma-separated start labels, e.g. ca-skip-s0,ca-skip-s1")

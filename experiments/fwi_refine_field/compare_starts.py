@@ -7,7 +7,9 @@ Reads the two jobs ``<dir>/<start>__<method>.json`` written by ``experiments/fwi
 the models both refined are compared, e.g. the first 12 of one job's 24) and writes
 ``<dir>/starts__<other>-vs-<base>__<method>.md``: per metric, both starts before and after FWI and the difference
 other - base before and after, mean ± standard error over the models (the same models for both, so the pairing
-removes the spread between models), with the number of models where ``other`` is better.
+removes the spread between models), with the number of models where ``other`` is better. Repeat ``--dir`` to pool
+the models of several tags (e.g. ``--dir results/test24 --dir results/test24-36``); the record then goes to the last
+folder.
 """
 
 from __future__ import annotations
@@ -24,12 +26,31 @@ METRICS = (("mae_ms", "MAE (m/s)", False, ".1f"), ("rmse_ms", "RMSE (m/s)", Fals
            ("ssim", "SSIM", True, ".4f"), ("iou", "salt IoU", True, ".4f"), ("misfit", "data misfit", False, ".4f"))
 
 
-def load_job(folder: Path, start: str, method: str) -> dict:
-    path = folder / f"{start}__{method}.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: run experiments/fwi_refine/run_study.py with --run {start}=RUN "
-                         f"--methods {method} (and --out/--tag of {folder})")
-    return json.loads(path.read_text())
+def load_job(folders: list[Path], start: str, method: str) -> dict:
+    """The job ``<start>__<method>.json`` of one results folder, or of several merged: the same start refined with
+    the same FWI on different models (e.g. tags test24 and test24-36), indices and per-model values concatenated in
+    folder order. An error when a folder lacks the job, or the parts differ in run, data, split or FWI settings, or
+    refined a model twice."""
+    parts = []
+    for folder in folders:
+        path = folder / f"{start}__{method}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: run experiments/fwi_refine/run_study.py with --run {start}=RUN "
+                             f"--methods {method} (and --out/--tag of {folder})")
+        parts.append(json.loads(path.read_text()))
+    job = parts[0]
+    for part, folder in zip(parts[1:], folders[1:]):
+        differ = [k for k in ("run", "data", "split", "fields", "iterations") if part[k] != job[k]]
+        if differ:
+            raise SystemExit(f"{start}__{method} in {folder} differs from {folders[0]} in {', '.join(differ)}: "
+                             "only parts of one job can be merged")
+        twice = sorted(set(part["indices"]) & set(job["indices"]))
+        if twice:
+            where = ", ".join(map(str, folders))
+            raise SystemExit(f"{start}__{method}: models {_ranges(twice)} are in more than one of {where}")
+        job = {**job, "indices": job["indices"] + part["indices"],
+               "per_model": {k: v + part["per_model"][k] for k, v in job["per_model"].items()}}
+    return job
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -110,15 +131,17 @@ def _ranges(indices: list[int]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", type=Path, required=True, help="a study's results/<tag> folder")
+    p.add_argument("--dir", type=Path, action="append", required=True,
+                   help="a study's results/<tag> folder; repeat to merge the jobs of several tags (other models)")
     p.add_argument("--method", default="sgd+continuation-lr02")
     p.add_argument("--base", required=True, help="start label of the reference network (e.g. unet-s0)")
     p.add_argument("--other", required=True, help="start label of the network compared with it (e.g. ca-skip-s0)")
     args = p.parse_args()
     base, other = load_job(args.dir, args.base, args.method), load_job(args.dir, args.other, args.method)
-    command = (f"python experiments/fwi_refine_field/compare_starts.py --dir {args.dir} --method {args.method} "
+    dirs = " ".join(f"--dir {d}" for d in args.dir)
+    command = (f"python experiments/fwi_refine_field/compare_starts.py {dirs} --method {args.method} "
                f"--base {args.base} --other {args.other}")
-    out = args.dir / f"starts__{args.other}-vs-{args.base}__{args.method}.md"
+    out = args.dir[-1] / f"starts__{args.other}-vs-{args.base}__{args.method}.md"
     write_text(out, render(base, other, compare(base, other), command))
     print(out.read_text())
 
