@@ -10,6 +10,7 @@ script; ``--dir experiments/fieldsalt_physics`` for the field-scale sweep):
   against branch; and the test-split metrics of both runs with the paired difference over the test models (branch
   minus trunk, mean ± standard error over models; the test models are the same for both runs), for the best
   checkpoints (the runner's ``eval-test/``) and, where evaluated, the last ones (``eval-test-last/``);
+  the shifted test family's evaluation (``eval-shifted-test/``) is paired the same way where the spec has one;
 - ``paired.png``: validation MAE and validation data misfit against epoch, trunk and branches.
 
 A branch whose best validation epoch lies before its branch point evaluates the trunk's weights (its ``best.pt`` is the
@@ -26,6 +27,7 @@ from pathlib import Path
 import matplotlib
 import yaml
 
+from fwi.atomic import write_text
 from fwi.continuation import snapshot_epoch
 
 matplotlib.use("Agg")
@@ -33,9 +35,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VAL = (("val/mae_ms", "val MAE (m/s)", 1), ("val/iou", "val IoU", 4), ("val/data_misfit", "val data misfit", 4))
-#: evaluations read when present: the runner's (best.pt) and, evaluated by hand, the last epoch's
+#: evaluations (folder, split, checkpoints) read when present: the runner's (best.pt; on the test split and, where the
+#: spec names a shifted test family, on that), and, evaluated by hand, the last epoch's
 #: (``python -m fwi.evaluate RUN/last.pt --out RUN/eval-test-last --no-figures``).
-EVALUATIONS = (("eval-test", "best checkpoints"), ("eval-test-last", "last checkpoints"))
+EVALUATIONS = (("eval-test", "Test split", "best checkpoints"), ("eval-test-last", "Test split", "last checkpoints"),
+               ("eval-shifted-test", "Shifted test family", "best checkpoints"))
 TEST = (("mae_ms", "MAE (m/s)", 1), ("ssim", "SSIM", 4), ("iou", "salt IoU", 4), ("data_misfit", "data misfit", 4))
 
 
@@ -44,7 +48,7 @@ def read_run(run: Path) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     epochs = {r["epoch"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     tests = {folder: json.loads((run / folder / "metrics.json").read_text())
-             for folder, _ in EVALUATIONS if (run / folder / "metrics.json").exists()}
+             for folder, _, _ in EVALUATIONS if (run / folder / "metrics.json").exists()}
     config = yaml.safe_load((run / "config.yaml").read_text())
     return {"name": run.name, "summary": summary, "epochs": epochs, "tests": tests, "config": config}
 
@@ -90,13 +94,14 @@ def write_table(trunk: dict, branches: list[dict], out: Path) -> None:
                 cells += [f"{t[key]:.{digits}f}" if t else "", f"{b[key]:.{digits}f}"]
             lines.append(f"| {e} | " + " | ".join(cells) + f" | {b.get('train/physics', 0.0):.5f} |")
         lines.append("")
-        for folder, what in EVALUATIONS:
+        for folder, split, what in EVALUATIONS:
             if folder not in br["tests"] or folder not in trunk["tests"]:
-                lines += [f"Test split, {what}: not evaluated.", ""]
+                if folder != "eval-shifted-test":  # a spec without a shifted family has none to report
+                    lines += [f"{split}, {what}: not evaluated.", ""]
                 continue
             tb, tt = br["tests"][folder], trunk["tests"][folder]
             note = " (at or before the branch point: the trunk's weights)" if tb["epoch"] <= k else ""
-            lines += [f"Test split ({tb['n']} models), {what}: trunk epoch {tt['epoch']}, branch epoch "
+            lines += [f"{split} ({tb['n']} models), {what}: trunk epoch {tt['epoch']}, branch epoch "
                       f"{tb['epoch']}{note}.", "",
                       "| metric | trunk | branch | branch - trunk (mean ± s.e. over models) |", "|---|---|---|---|"]
             for key, head, digits in TEST:
@@ -104,7 +109,7 @@ def write_table(trunk: dict, branches: list[dict], out: Path) -> None:
                 lines.append(f"| {head} | {tt['mean'][key]:.{digits}f} | {tb['mean'][key]:.{digits}f} | "
                              f"{mean:+.{digits}f} ± {se:.{digits}f} |")
             lines.append("")
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
 
 
 def plot(trunk: dict, branches: list[dict], out: Path) -> None:
