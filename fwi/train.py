@@ -197,7 +197,8 @@ def end_of_epoch(t: Trainer, epoch: int, train_metrics: dict[str, float], on_com
     record = {"epoch": epoch + 1, **{k: v for k, v in train_metrics.items() if k != "epoch_time_s"},
               **{f"val/{k}": v for k, v in val_metrics.items()}, "lr": t.scheduler.get_last_lr()[0],
               "epoch_time_s": train_metrics["epoch_time_s"],
-              "samples_per_s": t.samples_per_epoch / train_metrics["epoch_time_s"]}
+              "samples_per_s": t.samples_per_epoch / train_metrics["epoch_time_s"],
+              "torch_threads": torch.get_num_threads()}  # the last bits of the curve depend on it
     broken = non_finite_tensors(t.model)
     if broken:
         raise TrainingDiverged(f"after epoch {epoch + 1} (step {len(t.loader)}) the weights hold NaN or inf "
@@ -335,6 +336,11 @@ def restore(t: Trainer, state: dict[str, Any], branching: bool) -> None:
     if t.main:
         print(f"{'branching from ' + t.cfg.run.branch_from if branching else 'resuming ' + str(t.run_dir)} "
               f"after epoch {t.start_epoch}")
+        before = t.history[-1].get("torch_threads") if t.history else None
+        if before is not None and before != torch.get_num_threads():
+            print(f"note: epoch {t.start_epoch} ran with {before} torch thread(s), this process has "
+                  f"{torch.get_num_threads()}: float reductions add up in another order, so the curve will not be "
+                  f"bit-identical to an uninterrupted run (OMP_NUM_THREADS={before} keeps it)")
 
 
 def start_branch_records(t: Trainer, state: dict[str, Any]) -> None:

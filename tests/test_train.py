@@ -59,6 +59,25 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(dataset, tmp_path
                            next(iter(weights(other).values())), next(iter(a.values())))
 
 
+def test_a_resume_under_another_thread_count_is_recorded_and_announced(dataset, tmp_path, capsys):
+    """Float reductions follow the thread count, so exact resume needs the same count: each epoch records the count
+    it ran with, and a resume under another count says so (how an unexplained curve difference is traced)."""
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
+    args = tiny_args(dataset, tmp_path, "--epochs", "2", "--name", "threads")
+    train(parse_args([*args, "--stop-after", "1"]))
+    capsys.readouterr()
+    torch.set_num_threads(other)
+    try:
+        train(parse_args([*args, "--resume"]))
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert f"epoch 1 ran with {threads} torch thread(s), this process has {other}" in out
+    lines = [json.loads(line) for line in (tmp_path / "threads" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["torch_threads"] for r in lines] == [threads, other]
+
+
 def test_outputs_and_checkpoint_contents(dataset, tmp_path, capsys):
     run = train(parse_args(tiny_args(dataset, tmp_path, "--name", "r", "--epochs", "2")))
     for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "summary.json", "predictions.png"):
