@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare_starts import common_models, load_job, mean_se, per_model
+from compare_starts import add_job_arguments, common_models, load_job, mean_se, per_model
 
 
 def compare(folders: list[Path], method: str, base: list[str], other: list[str]) -> list[str]:
@@ -51,11 +51,7 @@ def compare(folders: list[Path], method: str, base: list[str], other: list[str])
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", type=Path, action="append", required=True,
-                   help="a study's results/<tag> folder; repeat to merge the jobs of several tags (other models)")
-    p.add_argument("--method", default="network-prior+continuation")
-    p.add_argument("--base", required=True, help="comma-separated start labels, e.g. unet-s0,unet-s1")
-    p.add_argument("--other", required=True, help="comma-separated start labels, e.g. ca-skip-s0,ca-skip-s1")
+    add_job_arguments(p, "network-prior+continuation", "comma-separated start labels (e.g. unet-s0,unet-s1)")
     args = p.parse_args()
     print("\n".join(compare(args.dir, args.method, args.base.split(","), args.other.split(","))))
 

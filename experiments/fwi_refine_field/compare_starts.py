@@ -129,13 +129,18 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_job_arguments(p: argparse.ArgumentParser, method: str, start_help: str) -> None:
+    """The flags that name the jobs compared: ``--dir`` (repeatable), ``--method``, ``--base`` and ``--other``."""
     p.add_argument("--dir", type=Path, action="append", required=True,
                    help="a study's results/<tag> folder; repeat to merge the jobs of several tags (other models)")
-    p.add_argument("--method", default="sgd+continuation-lr02")
-    p.add_argument("--base", required=True, help="start label of the reference network (e.g. unet-s0)")
-    p.add_argument("--other", required=True, help="start label of the network compared with it (e.g. ca-skip-s0)")
+    p.add_argument("--method", default=method)
+    p.add_argument("--base", required=True, help=f"the reference: {start_help}")
+    p.add_argument("--other", required=True, help=f"compared with it: {start_help}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_job_arguments(p, "sgd+continuation-lr02", "a start label (e.g. unet-s0, ca-skip-s0)")
     args = p.parse_args()
     base, other = load_job(args.dir, args.base, args.method), load_job(args.dir, args.other, args.method)
     dirs = " ".join(f"--dir {d}" for d in args.dir)
