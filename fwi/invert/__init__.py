@@ -7,7 +7,7 @@ or ``refine_batches(..., batch_size=k)`` to refine many models k at a time (boun
 Modules: config (`RefineConfig`, `RefineResult`), checks (`check_inputs`), core (the loop: `refine`, `run_stage`,
 `iteration`), state (`RefineState`, resume), batches (`refine_batches`), dataset (observed data from an fwi dataset),
 starts, parsing (``--indices`` / ``--schedule`` / ``--start``), outputs (the --out folder), params, optimize,
-precondition, filters, misfits, network_prior, cli.
+precondition, filters, misfits, network_prior, best (``keep_best``), cli.
 """
 
 from fwi.invert.batches import merge_history, merge_results, refine_batches

@@ -59,6 +59,7 @@ class RefineConfig:
     gradient_sampling: int = 0  # store every k-th step for the gradient; 0 = Survey.lossless_gradient_sampling()
     checkpoint_segments: int | None = None
     lbfgs_history: int = 10
+    keep_best: bool = False  # leave each stage at each model's iterate of lowest stage misfit (fwi.invert.best)
     seed: int = 0
     save_every: int = 5  # write the resumable state every this many iterations
 
@@ -105,6 +106,9 @@ class RefineConfig:
         if self.gradient_sampling < 0 or (self.gradient_sampling and survey.nt % self.gradient_sampling):
             raise ValueError(f"gradient_sampling must be 0 (auto) or divide nt = {survey.nt}, got "
                              f"{self.gradient_sampling}")
+        if self.keep_best and self.shots_per_iter not in (0, survey.n_sources):
+            raise ValueError("keep_best compares the misfits of a stage's iterates: they must see the same shots "
+                             "(shots_per_iter 0)")
         if self.save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {self.save_every}")
         return self
@@ -124,8 +128,9 @@ class RefineConfig:
         return d
 
     def key(self) -> str:
-        """Hash of the settings that change the result (not ``save_every``)."""
-        d = {k: v for k, v in self.to_dict().items() if k != "save_every"}
+        """Hash of the settings that change the result (not ``save_every``; ``keep_best`` only when on, so the
+        states and records written before it existed keep their keys)."""
+        d = {k: v for k, v in self.to_dict().items() if k != "save_every" and not (k == "keep_best" and not v)}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

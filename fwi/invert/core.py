@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from fwi.data.dataset import SALT_THRESHOLD
 from fwi.data.transforms import Normalizer, decimate_time
+from fwi.invert import best
 from fwi.invert.checks import check_inputs
 from fwi.invert.config import RefineConfig, RefineResult
 from fwi.invert.filters import lowpass, time_gain
@@ -170,24 +171,44 @@ def iteration(problem: Problem, optimizer: torch.optim.Optimizer, observed: torc
     return misfits[0], len(misfits)
 
 
+def settle_stage(problem: Problem, state: RefineState, observed: torch.Tensor, cutoff: float | None) -> list[int]:
+    """``keep_best`` at the stage's end: measure the last iterate's stage misfit (one forward, no gradient), leave
+    each model at its best iterate of the stage (`fwi.invert.best`); the steps of the iterate each model keeps."""
+    with torch.no_grad():
+        now = get_misfit(problem.config.misfit)(problem.modelled(problem.param.velocity(), None, cutoff), observed)
+    kept = best.settle(state.best, problem.param, now, state.done)
+    state.best = None
+    return kept.tolist()
+
+
 def run_stage(problem: Problem, state: RefineState, stage: int, cutoff: float | None, first: int, stop: int,
-              generator: torch.Generator, after_step: Callable[[torch.optim.Optimizer], None]) -> None:
-    """Iterations ``state.done`` .. ``stop`` of the stage that starts at iteration ``first``: a fresh optimiser (its
-    saved state restored when resuming inside the stage), the observed data low-passed once, one `iteration` and one
-    history record each, then ``after_step(optimizer)`` (progress, resumable state)."""
+              generator: torch.Generator, after_step: Callable[[torch.optim.Optimizer], None], end: int) -> None:
+    """Iterations ``state.done`` .. ``stop`` of the stage that runs from iteration ``first`` to ``end``: a fresh
+    optimiser (its saved state restored when resuming inside the stage), the observed data low-passed once, one
+    `iteration` and one history record each, then ``after_step(optimizer)`` (progress, resumable state). With
+    ``keep_best`` the stage's best iterate is tracked and restored at ``end`` (`settle_stage`; the record's
+    ``kept_iteration``)."""
     config = problem.config
     lr = config.network_lr if config.param == "network" else config.lr
     optimizer = make_optimizer(config.optimizer, problem.param.groups(lr), config.lr, config.lbfgs_history)
     if state.optimizer is not None and state.done > first:  # resuming inside this stage
         optimizer.load_state_dict(state.optimizer)
+    else:
+        state.best = None
     observed = problem.filtered(problem.observed, cutoff)
     while state.done < stop:
         t0 = time.perf_counter()
+        snapshot = problem.param.state_dict() if config.keep_best else None
         misfit, evaluations = iteration(problem, optimizer, observed, cutoff, generator)
         state.done, state.n_evals = state.done + 1, state.n_evals + evaluations
-        state.elapsed += time.perf_counter() - t0
         entry: dict[str, Any] = {"iteration": state.done, "stage": stage, "cutoff": cutoff,
-                                 "misfit": misfit.cpu().tolist(), "seconds": state.elapsed, "n_evals": state.n_evals}
+                                 "misfit": misfit.cpu().tolist(), "n_evals": state.n_evals}
+        if snapshot is not None:
+            state.best = best.track(state.best, problem.param, snapshot, misfit, state.done - 1)
+            if state.done == end:
+                entry["kept_iteration"] = settle_stage(problem, state, observed, cutoff)
+        state.elapsed += time.perf_counter() - t0
+        entry["seconds"] = state.elapsed
         with torch.no_grad():
             scores = problem.scores(problem.param.velocity().detach(), salt_logits(problem.param))
         entry.update({k: scores[k].tolist() for k in ("mae_ms", "ssim", "iou")} if scores else {})
@@ -242,7 +263,7 @@ def refine(run: Any, observed_raw: torch.Tensor, start_velocity: torch.Tensor, s
         if state.done < last:
             if state.done >= budget:
                 break
-            run_stage(problem, state, stage, cutoff, first, min(last, budget), generator, after_step)
+            run_stage(problem, state, stage, cutoff, first, min(last, budget), generator, after_step, last)
         first = last
     bar.close()
     with torch.no_grad():

@@ -46,6 +46,12 @@ class NetworkPrior(Parameterisation):
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f"{i}.{k}": v for i, net in enumerate(self.nets) for k, v in net.state_dict().items()}
 
+    def merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+              take_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-model mix of two ``state_dict`` s: the weights of network i (keys ``"i.*"``) from ``b`` where
+        ``take_b[i]``."""
+        return {k: (b if bool(take_b[int(k.split(".", 1)[0])]) else a)[k] for k in a}
+
     def salt_probability(self) -> torch.Tensor | None:
         if self._salt is None:
             with torch.no_grad():

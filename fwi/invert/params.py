@@ -56,6 +56,12 @@ class Parameterisation:
         for k, v in self.tensors().items():
             v.copy_(state[k].to(v))
 
+    def merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+              take_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Two ``state_dict`` s mixed per model: model i's variables from ``b`` where ``take_b`` (B,) bool, else
+        from ``a``. Here every tensor is per model along its first dimension."""
+        return {k: torch.where(take_b.view(-1, *[1] * (a[k].dim() - 1)), b[k], a[k]) for k in a}
+
     def salt_probability(self) -> torch.Tensor | None:
         """(B, nz, nx) salt probability the parameterisation holds (None when it has no salt variable)."""
         return None

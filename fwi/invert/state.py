@@ -2,8 +2,9 @@
 
 The file (``torch.save`` of a plain dict, written atomically, read with ``weights_only=True``) holds the progress
 (``done``, ``elapsed``, ``n_evals``, ``history``), the parameterisation's tensors, the optimiser's state of the
-current stage and the shot-drawing generator's state, tagged with the configuration's `RefineConfig.key` and the
-number of models: a state of another configuration or batch is refused, never continued.
+current stage, the stage's best iterate so far (``keep_best``) and the shot-drawing generator's state, tagged with the
+configuration's `RefineConfig.key` and the number of models: a state of another configuration or batch is refused,
+never continued.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RefineState:
     param: dict[str, torch.Tensor] | None = None  # Parameterisation.state_dict()
     optimizer: dict[str, Any] | None = None  # the current stage's optimiser state
     rng: torch.Tensor | None = None  # the shot-drawing generator's state
+    best: dict[str, Any] | None = None  # the current stage's best iterate (keep_best: fwi.invert.best)
 
     def save(self, path: Path, key: str, batch: int, config: dict[str, Any]) -> None:
         """Write the state atomically (a kill never leaves a half-written file)."""
@@ -37,7 +39,7 @@ class RefineState:
         with atomic_path(path) as tmp, space_guarded(tmp, "wb", target=path) as fh:  # full disk: DiskFullError
             torch.save({"key": key, "batch": batch, "param": self.param, "history": self.history, "done": self.done,
                         "elapsed": self.elapsed, "n_evals": self.n_evals, "rng": self.rng,
-                        "optimizer": self.optimizer, "config": json.dumps(config)}, fh)
+                        "optimizer": self.optimizer, "best": self.best, "config": json.dumps(config)}, fh)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, key: str, batch: int) -> "RefineState | None":
@@ -55,4 +57,4 @@ class RefineState:
                              "--overwrite) to start anew")
         return cls(done=int(state["done"]), elapsed=float(state["elapsed"]), n_evals=int(state["n_evals"]),
                    history=state["history"], param=state["param"], optimizer=state.get("optimizer"),
-                   rng=state["rng"])
+                   rng=state["rng"], best=state.get("best"))
