@@ -107,11 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"gradient x (z / z_max)^P (default {defaults.depth_power:g})")
     r.add_argument("--refine-mute-cells", type=int, default=None, metavar="ROWS",
                    help=f"rows below the surface FWI does not update (default {defaults.mute_cells})")
+    r.add_argument("--refine-keep-best", action="store_const", const=True, default=None,
+                   help="leave each frequency stage at each model's iterate of lowest stage misfit (fwi.invert.best; "
+                        "guards the network prior against drifting at a flat misfit)")
     return p
 
 
 REFINE_FLAGS = ("refine_iterations", "refine_schedule", "refine_method", "refine_indices", "refine_lr",
-                "refine_depth_power", "refine_mute_cells")
+                "refine_depth_power", "refine_mute_cells", "refine_keep_best")
 
 
 @friendly_errors
@@ -141,7 +144,8 @@ def _evaluate(args: argparse.Namespace, run: LoadedRun, out: Path) -> int:
     if args.refine:  # every setting is checked before anything runs
         schedule = None if args.refine_schedule is None else parse_refine_schedule(args.refine_schedule)
         config = refine_config(args.refine_iterations, schedule, args.refine_method, lr=args.refine_lr,
-                               depth_power=args.refine_depth_power, mute_cells=args.refine_mute_cells)
+                               depth_power=args.refine_depth_power, mute_cells=args.refine_mute_cells,
+                               keep_best=args.refine_keep_best)
         config, indices = prepare_refinement(run, args.split, args.data, config, args.refine_indices)
     if args.models:
         paths = [Path(m) for m in args.models]

@@ -147,10 +147,14 @@ def test_refined_scoring_is_the_evaluation_scoring(tiny_run):
 
 def test_refine_flags_change_only_their_settings():
     args = E.build_parser().parse_args(["run", "--refine", "--refine-lr", "0.02", "--refine-depth-power", "2",
-                                        "--refine-mute-cells", "5", "--refine-schedule", "3,5,8,full"])
+                                        "--refine-mute-cells", "5", "--refine-schedule", "3,5,8,full",
+                                        "--refine-keep-best"])
     config = refine_config(args.refine_iterations, (3.0, 5.0, 8.0, None), args.refine_method, lr=args.refine_lr,
-                           depth_power=args.refine_depth_power, mute_cells=args.refine_mute_cells)
-    assert config == RefineConfig(schedule=(3.0, 5.0, 8.0, None), lr=0.02, depth_power=2.0, mute_cells=5)
+                           depth_power=args.refine_depth_power, mute_cells=args.refine_mute_cells,
+                           keep_best=args.refine_keep_best)
+    assert config == RefineConfig(schedule=(3.0, 5.0, 8.0, None), lr=0.02, depth_power=2.0, mute_cells=5,
+                                  keep_best=True)
+    assert refine_config().keep_best is False  # not given: the default
 
 
 def test_batches_do_not_change_the_refinement(tiny_run):
@@ -173,6 +177,7 @@ def test_batches_do_not_change_the_refinement(tiny_run):
     (["--refine", "--refine-method", "nope"], "--refine-method 'nope'"),
     (["--refine-iterations", "3"], "without --refine"),
     (["--refine-lr", "0.02"], "--refine-lr without --refine"),
+    (["--refine-keep-best"], "--refine-keep-best without --refine"),
     (["--refine", "--refine-lr", "0"], "--refine-lr must be a positive step"),
     (["--refine", "--refine-mute-cells", "-1"], "--refine-mute-cells must be >= 0"),
     (["--refine", "--no-misfit"], "drop --no-misfit"),

@@ -22,7 +22,7 @@ REFINE_METHODS = (*PARAMETERISATIONS, "network")
 
 def refine_config(iterations: int | None = None, schedule: Sequence[float | None] | None = None,
                   method: str | None = None, lr: float | None = None, depth_power: float | None = None,
-                  mute_cells: int | None = None) -> RefineConfig:
+                  mute_cells: int | None = None, keep_best: bool | None = None) -> RefineConfig:
     """`fwi.invert.RefineConfig` (its defaults are the method as measured best) with only the given settings changed."""
     if iterations is not None and iterations < 1:
         raise ValueError(f"--refine-iterations must be >= 1, got {iterations}")
@@ -33,7 +33,7 @@ def refine_config(iterations: int | None = None, schedule: Sequence[float | None
     if mute_cells is not None and mute_cells < 0:
         raise ValueError(f"--refine-mute-cells must be >= 0, got {mute_cells}")
     changes = {"iterations": iterations, "schedule": None if schedule is None else tuple(schedule), "param": method,
-               "lr": lr, "depth_power": depth_power, "mute_cells": mute_cells}
+               "lr": lr, "depth_power": depth_power, "mute_cells": mute_cells, "keep_best": keep_best}
     return replace(RefineConfig(), **{k: v for k, v in changes.items() if v is not None})
 
 
