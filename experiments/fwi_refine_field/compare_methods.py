@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compare_starts import METRICS, _ranges, load_job, mean_se, per_model
+from compare_starts import METRICS, _ranges, add_dir_argument, load_job, mean_se, per_model
 
 from fwi.atomic import write_text
 
@@ -79,8 +79,7 @@ def compare(folders: list[Path], starts: list[str], base_method: str, other_meth
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", type=Path, action="append", required=True,
-                   help="a study's results/<tag> folder; repeat to merge the jobs of several tags (other models)")
+    add_dir_argument(p)
     p.add_argument("--starts", required=True, help="comma-separated start labels, e.g. unet-s0,ca-skip-s0")
     p.add_argument("--base", required=True, help="the reference method, e.g. network-prior+continuation")
     p.add_argument("--other", required=True, help="the method compared with it")

@@ -129,10 +129,15 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
-def add_job_arguments(p: argparse.ArgumentParser, method: str, start_help: str) -> None:
-    """The flags that name the jobs compared: ``--dir`` (repeatable), ``--method``, ``--base`` and ``--other``."""
+def add_dir_argument(p: argparse.ArgumentParser) -> None:
+    """``--dir`` (repeatable): the study folders whose jobs are read."""
     p.add_argument("--dir", type=Path, action="append", required=True,
                    help="a study's results/<tag> folder; repeat to merge the jobs of several tags (other models)")
+
+
+def add_job_arguments(p: argparse.ArgumentParser, method: str, start_help: str) -> None:
+    """The flags that name the jobs compared: ``--dir`` (repeatable), ``--method``, ``--base`` and ``--other``."""
+    add_dir_argument(p)
     p.add_argument("--method", default=method)
     p.add_argument("--base", required=True, help=f"the reference: {start_help}")
     p.add_argument("--other", required=True, help=f"compared with it: {start_help}")
