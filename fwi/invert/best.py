@@ -16,7 +16,14 @@ import torch
 
 from fwi.invert.params import Parameterisation
 
-Best = dict  # {"misfit": (B,) float, "iteration": (B,) long, "param": Parameterisation.state_dict()}
+Best = dict  # {"misfit": (B,) float, "iteration": (B,) long, "param": Parameterisation.snapshot()}
+
+
+def to_cpu(best: Best | None) -> Best | None:
+    """The record with its variables on the CPU, to be saved (they are kept where they live while running)."""
+    if best is None:
+        return None
+    return {**best, "param": {k: v.cpu() for k, v in best["param"].items()}}
 
 
 def track(best: Best | None, param: Parameterisation, snapshot: dict[str, torch.Tensor], misfit: torch.Tensor,
@@ -38,5 +45,5 @@ def settle(best: Best, param: Parameterisation, misfit_now: torch.Tensor, steps:
     (``misfit_now`` (B,), reached after ``steps`` steps); returns (B,) the steps of the iterate each model keeps."""
     worse = best["misfit"] < misfit_now.detach().cpu().double()
     if bool(worse.any()):
-        param.load_state_dict(param.merge(param.state_dict(), best["param"], worse))
+        param.load_state_dict(param.merge(param.snapshot(), best["param"], worse))
     return torch.where(worse, best["iteration"], torch.tensor(steps))

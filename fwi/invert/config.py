@@ -128,10 +128,20 @@ class RefineConfig:
         return d
 
     def key(self) -> str:
-        """Hash of the settings that change the result (not ``save_every``; ``keep_best`` only when on, so the
-        states and records written before it existed keep their keys)."""
-        d = {k: v for k, v in self.to_dict().items() if k != "save_every" and not (k == "keep_best" and not v)}
+        """Hash of the settings that change the result: not those in ``NOT_IN_KEY``, and those in ``ADDED_LATER``
+        only when off their default, so the states and records written before a field existed keep their keys."""
+        defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in NOT_IN_KEY and not (k in ADDED_LATER and v == defaults[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Fields that do not change the result (how often the state is saved).
+NOT_IN_KEY = frozenset({"save_every"})
+#: Fields added after keys were recorded: a field added later enters the key only when set off its default. Add
+#: every new result-changing field here (``tests/invert/test_keep_best.py`` pins keys recorded before ``keep_best``).
+ADDED_LATER = frozenset({"keep_best"})
 
 
 @dataclass

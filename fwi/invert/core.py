@@ -198,7 +198,7 @@ def run_stage(problem: Problem, state: RefineState, stage: int, cutoff: float | 
     observed = problem.filtered(problem.observed, cutoff)
     while state.done < stop:
         t0 = time.perf_counter()
-        snapshot = problem.param.state_dict() if config.keep_best else None
+        snapshot = problem.param.snapshot() if config.keep_best else None
         misfit, evaluations = iteration(problem, optimizer, observed, cutoff, generator)
         state.done, state.n_evals = state.done + 1, state.n_evals + evaluations
         entry: dict[str, Any] = {"iteration": state.done, "stage": stage, "cutoff": cutoff,

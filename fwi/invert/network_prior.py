@@ -48,8 +48,8 @@ class NetworkPrior(Parameterisation):
 
     def merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
               take_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-model mix of two ``state_dict`` s: the weights of network i (keys ``"i.*"``) from ``b`` where
-        ``take_b[i]``."""
+        """Per-model mix of two ``state_dict`` s (or snapshots): the weights of network i (keys ``"i.*"``) from
+        ``b`` where ``take_b[i]``."""
         return {k: (b if bool(take_b[int(k.split(".", 1)[0])]) else a)[k] for k in a}
 
     def salt_probability(self) -> torch.Tensor | None:

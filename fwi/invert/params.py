@@ -49,7 +49,12 @@ class Parameterisation:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The variables, copied to the CPU (to be saved)."""
         return {k: v.detach().cpu().clone() for k, v in self.tensors().items()}
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """The variables, copied where they live (no host copy on CUDA): ``keep_best``'s per-iteration copy."""
+        return {k: v.detach().clone() for k, v in self.tensors().items()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -58,9 +63,10 @@ class Parameterisation:
 
     def merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
               take_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Two ``state_dict`` s mixed per model: model i's variables from ``b`` where ``take_b`` (B,) bool, else
-        from ``a``. Here every tensor is per model along its first dimension."""
-        return {k: torch.where(take_b.view(-1, *[1] * (a[k].dim() - 1)), b[k], a[k]) for k in a}
+        """Two ``state_dict`` s (or snapshots) mixed per model: model i's variables from ``b`` where ``take_b``
+        (B,) bool, else from ``a``, on ``b``'s device. Here every tensor is per model along its first dimension."""
+        return {k: torch.where(take_b.to(b[k].device).view(-1, *[1] * (a[k].dim() - 1)), b[k], a[k].to(b[k].device))
+                for k in a}
 
     def salt_probability(self) -> torch.Tensor | None:
         """(B, nz, nx) salt probability the parameterisation holds (None when it has no salt variable)."""

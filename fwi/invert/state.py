@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fwi.atomic import atomic_path, space_guarded
+from fwi.invert.best import to_cpu
 
 
 @dataclass
@@ -39,7 +40,7 @@ class RefineState:
         with atomic_path(path) as tmp, space_guarded(tmp, "wb", target=path) as fh:  # full disk: DiskFullError
             torch.save({"key": key, "batch": batch, "param": self.param, "history": self.history, "done": self.done,
                         "elapsed": self.elapsed, "n_evals": self.n_evals, "rng": self.rng,
-                        "optimizer": self.optimizer, "best": self.best, "config": json.dumps(config)}, fh)
+                        "optimizer": self.optimizer, "best": to_cpu(self.best), "config": json.dumps(config)}, fh)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, key: str, batch: int) -> "RefineState | None":

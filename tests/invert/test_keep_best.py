@@ -7,12 +7,15 @@ any run are the same)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from fwi.invert import RefineConfig, refine
+from fwi.invert.config import ADDED_LATER, NOT_IN_KEY
 from fwi.invert.misfits import l2
 from fwi.invert.network_prior import NetworkPrior
 from fwi.invert.params import VelocityCells
@@ -79,6 +82,10 @@ def test_keep_best_needs_every_shot_and_leaves_the_keys_of_older_configurations(
     prior = dict(param="network", optimizer="adam", schedule=(3.0, 5.0, 8.0, None), iterations=36)
     assert RefineConfig(**prior).key() == "0642bb520fb995dc"
     assert RefineConfig(**prior, keep_best=True).key() != "0642bb520fb995dc"
+    assert RefineConfig(**prior, save_every=1).key() == "0642bb520fb995dc"
+    # the key rule names real fields, so a renamed field cannot silently drop out of it
+    names = {f.name for f in dataclasses.fields(RefineConfig)}
+    assert NOT_IN_KEY <= names and ADDED_LATER <= names
 
 
 def test_merge_takes_each_models_variables_from_the_chosen_state():
