@@ -62,7 +62,8 @@ PARTS = ("generate", "train", "memory", "storage")
 
 
 def field_variants(base: ModelConfig) -> list[tuple[str, ModelConfig]]:
-    """The networks of the field-scale ablation (plain base-16 U-Net first: the reference) plus the base-32 U-Net."""
+    """The networks of the field-scale ablation (plain base-16 U-Net first: the reference) plus the base-32 U-Net and
+    the mix decoder fused at its default width (64; the ablation fuses at 16)."""
     plain = base
     return [("unet base16 (plain)", plain),
             ("unet base32", dataclasses.replace(plain, base_channels=2 * plain.base_channels)),
@@ -70,7 +71,8 @@ def field_variants(base: ModelConfig) -> list[tuple[str, ModelConfig]]:
             ("ca skip", dataclasses.replace(plain, attn="ca", skip_attn=True)),
             ("se encoder+skip", dataclasses.replace(plain, attn="se", encoder_attn=True, skip_attn=True)),
             ("nl bottleneck", dataclasses.replace(plain, attn="nl", bottleneck_attn=True)),
-            ("mix decoder", dataclasses.replace(plain, decoder="mix"))]
+            ("mix decoder", dataclasses.replace(plain, decoder="mix")),
+            ("mix decoder fused at 16", dataclasses.replace(plain, decoder="mix", mix_fuse_dim=plain.base_channels))]
 
 
 def selected(args: argparse.Namespace) -> list[tuple[str, ModelConfig]]:

@@ -24,7 +24,7 @@ def _build_unet(cfg: ModelConfig, data_shape: tuple[int, int, int], grid: tuple[
                          encoder_attn=cfg.encoder_attn, skip_attn=cfg.skip_attn, bottleneck_attn=cfg.bottleneck_attn,
                          decoder_attn=cfg.decoder_attn, skip_gate=cfg.skip_gate, decoder=cfg.decoder,
                          mix_dim=cfg.mix_dim, mix_heads=cfg.mix_heads, mix_mlp_ratio=cfg.mix_mlp_ratio,
-                         downsample=cfg.downsample)
+                         mix_fuse_dim=cfg.mix_fuse_dim, downsample=cfg.downsample)
 
 
 @BUILDERS.register("inversionnet")

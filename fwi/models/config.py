@@ -45,6 +45,7 @@ class ModelConfig:
     mix_dim: int = 64  # mix decoder: token width per stage (at most)
     mix_heads: int = 4  # mix decoder: attention heads
     mix_mlp_ratio: float = 4.0  # mix decoder: Mix-FFN hidden width / stage width (SegFormer, U-MixFormer: 4)
+    mix_fuse_dim: int | None = None  # mix decoder: width of the fused full-resolution output (None: mix_dim)
     downsample: Literal["maxpool", "conv"] = "maxpool"  # between encoder stages: 2x2 maxpool or 3x3 stride-2 conv
 
     def places(self) -> list[str]:
@@ -91,7 +92,7 @@ class ModelConfig:
                                  f"(its options: {', '.join(options) or 'none'}); drop it")
 
     def _check_sizes(self) -> None:
-        for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads"):
+        for field in ("depth", "base_channels", "attn_reduction", "mix_dim", "mix_heads", "mix_fuse_dim"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if not self.mix_mlp_ratio > 0:

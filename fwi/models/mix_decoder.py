@@ -15,10 +15,13 @@ Segmentation" (2023). Written from the paper's description:
   As in the paper, a decoder stage works at the width of its lateral feature (the query is the lateral itself),
   here capped at ``dim`` so the wide coarse stages stay light: stage width ``min(dim, C_stage)``; a linear
   query projection is used only where the lateral is wider than that.
-* A fusion head resizes every decoder output to the finest stage, concatenates them and fuses with a 1x1 conv,
-  then norm + activation. It is computed in the equivalent cheaper order: each stage's slice of the 1x1 conv
-  is applied at the stage's own resolution, then the results are resized and summed (a 1x1 conv commutes with
-  bilinear resizing, whose weights sum to one), which avoids the wide full-resolution concatenation.
+* A fusion head resizes every decoder output to the finest stage, concatenates them and fuses with a 1x1 conv
+  to ``fuse_dim`` channels (default ``dim``), then norm + activation. U-MixFormer fuses at 1/4 of the input
+  resolution; here the finest stage is the full grid, where a fused width of ``dim`` costs most of the step when the
+  grid is large (fieldsalt, 101 x 151: ~45 % of a CPU step at dim 64), so ``fuse_dim`` can match the plain U-Net
+  decoder's full-resolution width instead. It is computed in the equivalent cheaper order: each stage's slice of
+  the 1x1 conv is applied at the stage's own resolution, then the results are resized and summed (a 1x1 conv
+  commutes with bilinear resizing, whose weights sum to one), which avoids the wide full-resolution concatenation.
 
 All token reshuffles use einops; any stage sizes work (odd, non-square), since pooling is adaptive and the
 fusion resize is to an explicit size.
@@ -122,16 +125,18 @@ class MixAttentionDecoder(nn.Module):
             stage's width (``min(dim, stage_channels[i])``).
         heads: attention heads (lowered to a divisor of a stage's width where needed).
         mlp_ratio: Mix-FFN hidden width factor.
+        fuse_dim: width of the fused full-resolution output (None: ``dim``).
         attn, attn_kwargs, decoder_attn: attention block (registry name) applied after each decoder step.
         skip_gate, gate_kwargs: gate (registry name or "none") applied to each lateral query except the coarsest,
             gated by the previous (coarser) decoder output.
 
-    forward(features) takes the N stage tensors finest first and returns (B, dim, H0, W0) at the finest size.
+    forward(features) takes the N stage tensors finest first and returns (B, fuse_dim, H0, W0) at the finest size.
     """
 
     def __init__(self, stage_channels: list[int], dim: int = 64, heads: int = 4, mlp_ratio: float = 4.0,
-                 norm: str = "batch", act: str = "relu", attn: str = "none", attn_kwargs: dict | None = None,
-                 decoder_attn: bool = False, skip_gate: str = "none", gate_kwargs: dict | None = None):
+                 fuse_dim: int | None = None, norm: str = "batch", act: str = "relu", attn: str = "none",
+                 attn_kwargs: dict | None = None, decoder_attn: bool = False, skip_gate: str = "none",
+                 gate_kwargs: dict | None = None):
         super().__init__()
         n = len(stage_channels)
         if n < 1:
@@ -139,7 +144,10 @@ class MixAttentionDecoder(nn.Module):
         if heads < 1:
             raise ValueError(f"the mix decoder needs at least one attention head, got {heads}")
         self.n_stages = n
-        self.out_channels = dim
+        fuse = dim if fuse_dim is None else fuse_dim
+        if fuse < 1:
+            raise ValueError(f"the mix decoder's fused width must be >= 1, got {fuse}")
+        self.out_channels = fuse
         self.stage_dims = widths = [min(dim, c) for c in stage_channels]
         blocks, post_attn, gates = [], [], []
         decoded: set[int] = set()
@@ -159,8 +167,8 @@ class MixAttentionDecoder(nn.Module):
         self._gated = [g is not None for g in gates]
         # Fusion = one 1x1 conv over the concatenation of all stage outputs, split into per-stage slices
         # (the bias lives in the finest stage's slice), followed by norm + activation.
-        self.fuse_proj = nn.ModuleList(nn.Conv2d(widths[i], dim, 1, bias=(i == 0)) for i in range(n))
-        self.fuse_norm = make_norm(norm, dim)
+        self.fuse_proj = nn.ModuleList(nn.Conv2d(widths[i], fuse, 1, bias=(i == 0)) for i in range(n))
+        self.fuse_norm = make_norm(norm, fuse)
         self.fuse_act = make_act(act)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

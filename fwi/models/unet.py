@@ -131,6 +131,7 @@ class DecoderSpec:
     mix_dim: int = 64  # mix decoder only: token width (at most) per stage
     mix_heads: int = 4  # mix decoder only: attention heads
     mix_mlp_ratio: float = 4.0  # mix decoder only: Mix-FFN hidden width factor
+    mix_fuse_dim: int | None = None  # mix decoder only: fused output width (None: mix_dim)
 
 
 #: Decoders over the encoder stages: ``factory(widths, spec)``, ``widths`` finest first (then the bottleneck).
@@ -146,8 +147,9 @@ def _unet_decoder(widths: list[int], spec: DecoderSpec) -> nn.Module:
 @DECODERS.register("mix")
 def _mix_decoder(widths: list[int], spec: DecoderSpec) -> nn.Module:
     return MixAttentionDecoder(widths, dim=spec.mix_dim, heads=spec.mix_heads, mlp_ratio=spec.mix_mlp_ratio,
-                               norm=spec.norm, act=spec.act, attn=spec.attn, attn_kwargs=spec.attn_kwargs,
-                               decoder_attn=spec.decoder_attn, skip_gate=spec.skip_gate, gate_kwargs=spec.gate_kwargs)
+                               fuse_dim=spec.mix_fuse_dim, norm=spec.norm, act=spec.act, attn=spec.attn,
+                               attn_kwargs=spec.attn_kwargs, decoder_attn=spec.decoder_attn, skip_gate=spec.skip_gate,
+                               gate_kwargs=spec.gate_kwargs)
 
 
 class AttentionUNet(nn.Module):
@@ -163,7 +165,8 @@ class AttentionUNet(nn.Module):
         encoder_attn / skip_attn / bottleneck_attn / decoder_attn: where ``attn`` is inserted.
         skip_gate: gate name (`list_gates()`) applied to the skips, or "none".
         decoder: "unet" (concatenating decoder) or "mix" (U-MixFormer mix-attention decoder).
-        mix_dim, mix_heads, mix_mlp_ratio: mix decoder width, heads, Mix-FFN ratio.
+        mix_dim, mix_heads, mix_mlp_ratio, mix_fuse_dim: mix decoder width, heads, Mix-FFN ratio, fused output
+            width (None: ``mix_dim``).
         downsample: "maxpool" or "conv" (stride 2).
     """
 
@@ -172,7 +175,8 @@ class AttentionUNet(nn.Module):
                  attn: str = "none", attn_kwargs: dict | None = None, encoder_attn: bool = False,
                  skip_attn: bool = False, bottleneck_attn: bool = False, decoder_attn: bool = False,
                  skip_gate: str = "none", gate_kwargs: dict | None = None, decoder: str = "unet",
-                 mix_dim: int = 64, mix_heads: int = 4, mix_mlp_ratio: float = 4.0, downsample: str = "maxpool"):
+                 mix_dim: int = 64, mix_heads: int = 4, mix_mlp_ratio: float = 4.0, mix_fuse_dim: int | None = None,
+                 downsample: str = "maxpool"):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -195,7 +199,7 @@ class AttentionUNet(nn.Module):
         self.bottleneck_attn = place(bottleneck_attn, widths[depth])
         spec = DecoderSpec(norm=norm, act=act, attn=attn, attn_kwargs=attn_kwargs, decoder_attn=decoder_attn,
                            skip_gate=skip_gate, gate_kwargs=dict(gate_kwargs or {}), mix_dim=mix_dim,
-                           mix_heads=mix_heads, mix_mlp_ratio=mix_mlp_ratio)
+                           mix_heads=mix_heads, mix_mlp_ratio=mix_mlp_ratio, mix_fuse_dim=mix_fuse_dim)
         self.decoder = make_decoder(widths, spec)
         head_in = self.decoder.out_channels
         self.velocity_head = nn.Sequential(nn.Conv2d(head_in, 1, 1), nn.Tanh())

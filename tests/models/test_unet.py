@@ -180,10 +180,12 @@ def test_mix_decoder_kv_tokens_and_queries(grid, depth):
         assert all(p.out_features == dim for p in dec.blocks[j].mix_proj)
 
 
-def test_mix_decoder_fusion_equals_concat_then_conv():
-    """The per-stage fusion equals the paper's order: resize all outputs, concatenate, one 1x1 conv."""
+@pytest.mark.parametrize("fuse_dim", [None, 4])
+def test_mix_decoder_fusion_equals_concat_then_conv(fuse_dim):
+    """The per-stage fusion equals the paper's order: resize all outputs, concatenate, one 1x1 conv (to ``dim``
+    channels, or to ``fuse_dim``)."""
     torch.manual_seed(0)
-    dec = MixAttentionDecoder([4, 8, 16], dim=8, heads=2, norm="none").eval()
+    dec = MixAttentionDecoder([4, 8, 16], dim=8, heads=2, norm="none", fuse_dim=fuse_dim).eval()
     feats = [torch.randn(2, 4, 13, 11), torch.randn(2, 8, 7, 6), torch.randn(2, 16, 4, 3)]
     outputs = []
     hooks = [p.register_forward_hook(lambda m, i, o: outputs.append(i[0])) for p in dec.fuse_proj]
@@ -196,6 +198,7 @@ def test_mix_decoder_fusion_equals_concat_then_conv():
     weight = torch.cat([p.weight for p in dec.fuse_proj], dim=1)  # (dim, sum of stage widths, 1, 1)
     ref = dec.fuse_act(torch.nn.functional.conv2d(torch.cat(ups, dim=1), weight, dec.fuse_proj[0].bias))
     assert torch.allclose(fused, ref, atol=1e-5)
+    assert fused.shape == (2, fuse_dim or 8, 13, 11) and dec.out_channels == (fuse_dim or 8)
 
 
 def test_mix_decoder_uses_decoded_stages():
@@ -312,8 +315,14 @@ def test_downsample_and_mix_mlp_ratio_are_config_keys_that_reach_the_network():
     mix = build_model(ModelConfig(depth=2, base_channels=4, decoder="mix", mix_dim=8, mix_heads=2, mix_mlp_ratio=2),
                       data, grid)
     assert [b.ffn.fc1.out_features for b in mix.decoder.blocks] == [2 * w for w in mix.decoder.stage_dims[::-1]]
+    assert mix.velocity_head[0].in_channels == 8  # fused at mix_dim by default
+    narrow = build_model(ModelConfig(depth=2, base_channels=4, decoder="mix", mix_dim=8, mix_heads=2, mix_fuse_dim=4),
+                         data, grid)
+    assert narrow.velocity_head[0].in_channels == narrow.salt_head.in_channels == 4
+    assert narrow(torch.randn(2, *data))["velocity"].shape == (2, 1, *grid)
     for kw, message in [(dict(downsample="nope"), "unknown downsampling (--downsample) 'nope'; valid: maxpool, conv"),
                         (dict(mix_mlp_ratio=0.0), "mix_mlp_ratio must be > 0, got 0.0"),
+                        (dict(mix_fuse_dim=0), "mix_fuse_dim must be >= 1, got 0"),
                         (dict(arch="nope"), "unknown network family (--arch) 'nope'; valid: unet, inversionnet")]:
         with pytest.raises(ValueError) as e:
             ModelConfig(**kw).validate()
