@@ -17,9 +17,9 @@ Segmentation" (2023). Written from the paper's description:
   query projection is used only where the lateral is wider than that.
 * A fusion head resizes every decoder output to the finest stage, concatenates them and fuses with a 1x1 conv
   to ``fuse_dim`` channels (default ``dim``), then norm + activation. U-MixFormer fuses at 1/4 of the input
-  resolution; here the finest stage is the full grid, where a fused width of ``dim`` costs most of the step when the
-  grid is large (fieldsalt, 101 x 151: ~45 % of a CPU step at dim 64), so ``fuse_dim`` can match the plain U-Net
-  decoder's full-resolution width instead. It is computed in the equivalent cheaper order: each stage's slice of
+  resolution; here the finest stage is the full grid, where a fused width of ``dim`` is the largest cost of a CPU
+  step on a large grid (fieldsalt, 101 x 151, dim 64), so ``fuse_dim`` can match the plain U-Net decoder's
+  full-resolution width instead. It is computed in the equivalent cheaper order: each stage's slice of
   the 1x1 conv is applied at the stage's own resolution, then the results are resized and summed (a 1x1 conv
   commutes with bilinear resizing, whose weights sum to one), which avoids the wide full-resolution concatenation.
 
